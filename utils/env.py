@@ -1,0 +1,133 @@
+"""Where we run (laptop or Databricks), where files go, and how notebooks read parameters.
+
+Parameters are read in one order everywhere: a Databricks widget, then a value injected by the
+notebook runner, then an environment variable, then the notebook's default. The value is
+converted to the type of the default, so a size given as text by a widget or an environment
+variable arrives as an int, and a wrong value names the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+WORK_DIR_ENV = "MLDEPLOY_WORK_DIR"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+_injected: dict[str, Any] = {}
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off", ""}
+
+
+class ParameterError(ValueError):
+    """A parameter's value cannot be read as the type its default has."""
+
+
+def is_databricks() -> bool:
+    """True inside a Databricks runtime (notebook or job)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def work_dir() -> Path:
+    """The one folder for everything a local run writes: tracking DB, artifacts, warehouse,
+    checkpoints, landing files, logs and executed notebooks.
+
+    `$MLDEPLOY_WORK_DIR` overrides the default `.local/` in the repository. On Databricks the
+    default is a Unity Catalog volume of the chapter's catalog and schema, so that Spark and
+    plain Python see the same files.
+    """
+    override = os.environ.get(WORK_DIR_ENV)
+    if override:
+        path = Path(override).expanduser().resolve()
+    elif is_databricks():
+        catalog = get_param("CATALOG", "main")
+        schema = get_param("SCHEMA", "mlflow_deployment")
+        path = Path(f"/Volumes/{catalog}/{schema}/work")
+    else:
+        path = REPO_ROOT / ".local"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def work_path(*parts: str) -> Path:
+    """A folder (created) or file path under the work dir, e.g. `work_path("checkpoints", "ch03")`."""
+    path = work_dir().joinpath(*parts)
+    (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def inject_params(values: dict[str, Any]) -> None:
+    """Set parameter values for this process; the notebook runner calls this in an injected
+    cell placed before a notebook's `parameters` cell."""
+    _injected.update(values)
+
+
+def clear_injected_params() -> None:
+    _injected.clear()
+
+
+def _widget_value(name: str, default: Any) -> str | None:
+    """A Databricks widget's value, creating the widget with the default when missing."""
+    if not is_databricks():
+        return None
+    try:
+        from IPython import get_ipython
+
+        dbutils = get_ipython().user_ns["dbutils"]  # type: ignore[union-attr]
+    except (ImportError, AttributeError, KeyError):
+        return None
+    try:
+        return dbutils.widgets.get(name)
+    except Exception:  # the widget does not exist yet: create it so the UI shows it
+        text = json.dumps(default) if isinstance(default, list | dict) else str(default)
+        dbutils.widgets.text(name, "" if default is None else text)
+        return dbutils.widgets.get(name)
+
+
+def coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert `value` to the type of `default`; raise ParameterError naming `name` if it can't."""
+    if default is None or value is None:
+        return value
+    target = type(default)
+    if isinstance(value, target) and not (target is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if target is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if target is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return int(text.replace("_", ""))
+        if target is float:
+            return float(text)
+        if target in (list, dict):
+            parsed = json.loads(text) if isinstance(value, str) else value
+            if not isinstance(parsed, target):
+                raise ValueError
+            return parsed
+        return target(text)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ParameterError(
+            f"Parameter {name}={value!r} is not a valid {target.__name__} "
+            f"(default {default!r}). Pass a {target.__name__}, e.g. {name}={default!r}."
+        ) from None
+
+
+def get_param(name: str, default: T) -> T:
+    """Read parameter `name`: Databricks widget, injected value, environment variable, default.
+
+    The result has the type of `default` (bool, int, float, str, list or dict).
+    """
+    for value in (_widget_value(name, default), _injected.get(name), os.environ.get(name)):
+        if value is not None and not (isinstance(value, str) and value == "" and default):
+            return coerce(name, value, default)
+    return default

@@ -1,0 +1,283 @@
+"""Record a notebook's key results, and run notebooks with parameters in a fresh kernel.
+
+`record(name, value)` shows the value in the notebook and tags it with a MIME type of our own,
+so the runner reads it back from the executed notebook: no side files, and the executed copy
+under the work dir keeps the evidence. `python -m utils.notebook` runs chapters in order and
+prints a summary table; the README's run command uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from utils.env import REPO_ROOT, WORK_DIR_ENV, work_path
+
+RECORD_MIME = "application/vnd.mldeploy.record+json"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+RECORDED: dict[str, Any] = {}
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values from numpy scalars, arrays, pandas objects, paths."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def record(name: str, value: Any) -> Any:
+    """Record one key result of this notebook (shown, and read back by the runner)."""
+    value = _jsonable(value)
+    RECORDED[name] = value
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({RECORD_MIME: {name: value}, "text/plain": f"recorded {name} = {value!r}"}, raw=True)
+    except ImportError:
+        pass
+    return value
+
+
+@dataclass
+class NotebookResult:
+    """What running one notebook gave: recorded values, time, memory and where the copy is."""
+
+    notebook: str
+    status: str
+    seconds: float
+    peak_rss_mb: float
+    recorded: dict[str, Any] = field(default_factory=dict)
+    output_path: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _find_parameters_cell(nb) -> int | None:
+    for index, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return index
+    return None
+
+
+def inject_parameters(nb, parameters: Mapping[str, Any]):
+    """Insert a cell tagged `injected-parameters` just before the `parameters` cell; the
+    parameters cell's `get_param` calls then return these values."""
+    import nbformat
+
+    if not parameters:
+        return nb
+    index = _find_parameters_cell(nb)
+    if index is None:
+        raise ValueError("The notebook has no cell tagged 'parameters' to inject values before.")
+    source = (
+        "# Parameters injected by utils.notebook.run_notebook\n"
+        "import utils.env\n"
+        f"utils.env.inject_params({json.dumps(_jsonable(dict(parameters)), indent=1)})"
+    )
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(index, cell)
+    return nb
+
+
+def recorded_values(nb) -> dict[str, Any]:
+    """All values `record` displayed in an executed notebook, in order."""
+    values: dict[str, Any] = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if RECORD_MIME in data:
+                values.update(data[RECORD_MIME])
+    return values
+
+
+class _PeakMemory:
+    """Samples the resident memory of a process and its children (the kernel and the Spark
+    JVM it starts) in a background thread, keeping the peak."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak_bytes = 0
+        self.pid: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.interval):
+            if self.pid is None:
+                continue
+            try:
+                root = psutil.Process(self.pid)
+                total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            except psutil.Error:
+                continue
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_notebook(
+    path: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    output_dir: str | Path | None = None,
+    timeout: int = 1800,
+    env: Mapping[str, str] | None = None,
+) -> NotebookResult:
+    """Execute a notebook top to bottom in a fresh kernel with injected parameters.
+
+    The executed copy goes to `output_dir` (default: `executed/` under the work dir), never
+    next to the source. A failing cell does not raise: the result says `failed` with the error,
+    and the copy shows where it stopped. `env` adds environment variables for the kernel.
+    """
+    import nbformat
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    path = Path(path)
+    nb = inject_parameters(nbformat.read(path, as_version=4), parameters or {})
+    output_dir = Path(output_dir) if output_dir else work_path("executed")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output_path = output_dir / path.name
+
+    # The kernel is this interpreter, whatever kernelspecs the machine has installed.
+    kernel_env = {**os.environ, **(env or {})}
+    kernel_env.setdefault("MPLBACKEND", "agg")
+    km = KernelManager(kernel_name="python3")
+    km.kernel_spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    client = NotebookClient(
+        nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+    )
+    status, error = "ok", ""
+    start = time.perf_counter()
+    with _PeakMemory() as memory:
+        try:
+            with client.setup_kernel(env=kernel_env, cwd=str(path.parent)):
+                memory.pid = km.provisioner.process.pid if km.provisioner else None
+                client.execute(reset_kc=False)
+        except CellExecutionError as exc:
+            status, error = "failed", _short_error(str(exc))
+        except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, output_path)
+    return NotebookResult(
+        notebook=path.name,
+        status=status,
+        seconds=round(seconds, 1),
+        peak_rss_mb=round(memory.peak_bytes / 2**20, 1),
+        recorded=recorded_values(nb),
+        output_path=str(output_path),
+        error=error,
+    )
+
+
+def _short_error(message: str) -> str:
+    """The end of a cell error: the exception line and a little context."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)  # tracebacks arrive coloured
+    lines = [line for line in plain.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-12:])
+
+
+def chapter_paths(selection: Sequence[str] = ()) -> list[Path]:
+    """Chapter notebooks in order; `selection` picks by number or name part ("02", "batch")."""
+    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not selection:
+        return paths
+    chosen = [p for p in paths if any(p.name.startswith(s) or s in p.stem for s in selection)]
+    if not chosen:
+        raise SystemExit(f"No chapter matches {list(selection)}; chapters: {[p.stem for p in paths]}")
+    return chosen
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_table(results: Sequence[NotebookResult], key_limit: int = 6) -> str:
+    """A plain-text table: chapter, status, seconds, peak memory, key results."""
+    rows = [("chapter", "status", "seconds", "peak MB", "key results")]
+    for r in results:
+        keys = ", ".join(
+            f"{k}={_format_value(v)}"
+            for k, v in list(r.recorded.items())[:key_limit]
+            if not isinstance(v, dict | list)
+        )
+        rows.append((r.notebook.removesuffix(".ipynb"), r.status, f"{r.seconds:.0f}", f"{r.peak_rss_mb:.0f}", keys))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        if i == 0:
+            lines.append("-" * (sum(widths) + 8 + len("key results")))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run chapter notebooks and print what they recorded.")
+    parser.add_argument("chapters", nargs="*", help="chapter numbers or names (default: all)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="parameter for every chapter (repeatable), e.g. -p N_ROWS=2000",
+    )
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args(argv)
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--param takes NAME=VALUE, got {item!r}")
+        parameters[name] = value
+    results = []
+    for path in chapter_paths(args.chapters):
+        print(f"running {path.name} ...", flush=True)
+        result = run_notebook(path, parameters, timeout=args.timeout)
+        print(f"  {result.status} in {result.seconds:.0f} s", flush=True)
+        if not result.ok:
+            print("  " + result.error.replace("\n", "\n  "), flush=True)
+        results.append(result)
+    print()
+    print(summary_table(results))
+    report = work_path("executed") / "summary.json"
+    report.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    print(f"\nExecuted notebooks and summary.json are in {report.parent} "
+          f"(work dir: ${WORK_DIR_ENV} or .local/).")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""One Spark session for every chapter: the cluster's on Databricks, a local one otherwise.
+
+The local session is `local[*]` (or the master named by the `SPARK_MASTER` parameter) with a
+persistent Hive metastore and warehouse under the work dir, so tables survive between chapters
+and kernel restarts. The UI is off, the driver binds to 127.0.0.1 and Arrow is on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from utils.env import get_param, is_databricks, work_path
+
+MIN_JAVA = 17
+
+
+class JavaNotFoundError(RuntimeError):
+    """Spark needs a Java runtime that is missing or too old."""
+
+
+def java_version() -> int | None:
+    """Major version of the `java` Spark will start, or None when there is none."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home, "bin", "java")) if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        return None
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30
+        ).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major  # "1.8" means 8
+
+
+def check_java() -> int:
+    """Return the Java major version, or raise one clear line saying what to install."""
+    version = java_version()
+    if version is None:
+        raise JavaNotFoundError(
+            f"Spark needs Java {MIN_JAVA} or newer and none was found: install OpenJDK {MIN_JAVA} "
+            "(apt install openjdk-17-jre-headless, brew install openjdk@17, or "
+            "conda env create -f environment.yml) or set JAVA_HOME."
+        )
+    if version < MIN_JAVA:
+        raise JavaNotFoundError(
+            f"Spark 4 needs Java {MIN_JAVA} or newer but found Java {version}: install OpenJDK "
+            f"{MIN_JAVA} and put it first on PATH or set JAVA_HOME to it."
+        )
+    return version
+
+
+def delta_jars() -> list[str]:
+    """Delta Lake jars available without a download: in PySpark's jars folder or listed in
+    `$DELTA_JARS` (colon-separated). Maven coordinates are never resolved here."""
+    import pyspark
+
+    found = glob.glob(str(Path(pyspark.__file__).parent / "jars" / "delta-*.jar"))
+    extra = [p for p in os.environ.get("DELTA_JARS", "").split(os.pathsep) if p]
+    return found + [p for p in extra if Path(p).exists()]
+
+
+def _local_builder(master: str, app_name: str):
+    from pyspark.sql import SparkSession
+
+    check_java()
+    # Python workers must be this interpreter, or UDFs fail with "No module named 'pandas'".
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    warehouse = work_path("spark-warehouse")
+    metastore = work_path("metastore")
+    cores = os.cpu_count() or 2
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
+        )
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={metastore}")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "true")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.memory", get_param("SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
+        .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+        .enableHiveSupport()
+    )
+    jars = delta_jars()
+    if jars:
+        builder = (
+            builder.config("spark.jars", ",".join(jars))
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config(
+                "spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            )
+        )
+    return builder
+
+
+def get_spark(app_name: str = "mlflow-deployment-notebooks"):
+    """The Spark session: the cluster's on Databricks, else a local one (created once).
+
+    `SPARK_MASTER` (parameter or environment variable) points the local session at a
+    standalone cluster, e.g. `spark://127.0.0.1:7077`.
+    """
+    from pyspark.sql import SparkSession
+
+    if is_databricks():
+        return SparkSession.builder.getOrCreate()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    spark = _local_builder(get_param("SPARK_MASTER", "local[*]"), app_name).getOrCreate()
+    spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def table_format() -> str:
+    """`delta` where the Delta connector is on the classpath (Databricks, or local jars),
+    else `parquet`. Every table helper writes in this format."""
+    if is_databricks():
+        return "delta"
+    spark = get_spark()
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    return "delta" if "DeltaSparkSessionExtension" in extensions else "parquet"
+
+
+def stop_spark() -> None:
+    """Stop the local session (never the cluster's on Databricks)."""
+    from pyspark.sql import SparkSession
+
+    if is_databricks():
+        return
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+if __name__ == "__main__":  # `python -m utils.spark --check-java`, used by the Makefile
+    try:
+        print(f"Java {check_java()} found.")
+    except JavaNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,89 @@
+"""The churn model every chapter deploys: one scikit-learn pipeline, trained and logged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from utils.datasets import CHURN_CATEGORICAL, CHURN_NUMERIC, split_features_label
+from utils.packaging import pinned_requirements
+
+# skops refuses to load types it does not know; a gradient-boosted model holds trees.
+SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
+SKLEARN_MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
+
+
+@dataclass
+class TrainedModel:
+    pipeline: Pipeline
+    metrics: dict[str, float]
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_test: pd.Series
+
+
+def build_churn_pipeline(
+    n_estimators: int = 150, learning_rate: float = 0.05, max_depth: int = 3, seed: int = 42
+) -> Pipeline:
+    """One-hot encode categories, scale numbers, then a gradient-boosted classifier."""
+    preprocess = ColumnTransformer(
+        [
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), CHURN_CATEGORICAL),
+            ("numeric", StandardScaler(), CHURN_NUMERIC),
+        ]
+    )
+    classifier = GradientBoostingClassifier(
+        n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, random_state=seed
+    )
+    return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
+
+
+def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    """AUC, accuracy and F1 of a fitted classifier on labelled rows."""
+    predicted = pipeline.predict(X)
+    return {
+        "auc": float(roc_auc_score(y, pipeline.predict_proba(X)[:, 1])),
+        "accuracy": float(accuracy_score(y, predicted)),
+        "f1": float(f1_score(y, predicted)),
+    }
+
+
+def train_churn_model(df: pd.DataFrame, test_size: float = 0.25, seed: int = 42, **params) -> TrainedModel:
+    """Fit `build_churn_pipeline(**params)` on a stratified split and evaluate it on the rest."""
+    X, y = split_features_label(df)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=y
+    )
+    pipeline = build_churn_pipeline(seed=seed, **params).fit(X_train, y_train)
+    return TrainedModel(pipeline, evaluate(pipeline, X_test, y_test), X_train, X_test, y_test)
+
+
+def prediction_output(pipeline: Pipeline, X: pd.DataFrame) -> pd.Series:
+    """Predictions as a named Series: a signature inferred from it has a named column output,
+    so `spark_udf` returns a column rather than an array."""
+    return pd.Series(pipeline.predict(X), name="prediction")
+
+
+def log_churn_model(trained: TrainedModel, name: str = "model", registered_model_name: str | None = None):
+    """Log a trained churn pipeline with signature, input example and pinned requirements."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = trained.X_test.head(5)
+    signature = infer_signature(example, prediction_output(trained.pipeline, example))
+    return mlflow.sklearn.log_model(
+        trained.pipeline,
+        name=name,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pinned_requirements(*SKLEARN_MODEL_REQUIREMENTS),
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        registered_model_name=registered_model_name,
+    )
