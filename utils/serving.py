@@ -2,7 +2,7 @@
 Databricks Model Serving endpoint config that serves the same model at scale.
 
 Locally `serve_model` runs MLflow's own scoring app (the one `mlflow models serve --env-manager
-local` runs) under uvicorn on 127.0.0.1, behind the thin guard of `utils.scoring_guard` (body
+local` runs) under uvicorn on 127.0.0.1, behind the thin guard of `utils.scoring_app` (body
 size, JSON nesting, optional bearer token); `guard=False` runs the `mlflow models serve` command
 itself. The server lives exactly as long as its `ModelServer`: a context manager, `stop()`, and
 an exit hook make sure no server outlives the notebook or test that started it.
@@ -178,7 +178,7 @@ def serving_command(
     args = shlex.split(command)
     assert args[0] == "uvicorn", f"unexpected MLflow serve command: {command}"
     if guard:
-        args = [*args[:-1], "--factory", "utils.scoring_guard:create_app"]
+        args = [*args[:-1], "--factory", "utils.scoring_app:create_app"]
     args = [sys.executable, "-m", *args, "--timeout-keep-alive", "30", "--no-access-log"]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return args, env
@@ -193,6 +193,7 @@ def serve_model(
     token: str | None = None,
     max_body_bytes: int = DATABRICKS_MAX_PAYLOAD_BYTES,
     max_json_depth: int = 32,
+    micro_batch: bool = False,
     model_config: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     start_timeout: float = 120.0,
@@ -201,9 +202,11 @@ def serve_model(
 ) -> ModelServer:
     """Start a scoring server for `model_uri` on 127.0.0.1 and wait until `/ping` answers.
 
-    `port=None` picks a free port. With `guard` (default) requests pass `utils.scoring_guard`
+    `port=None` picks a free port. With `guard` (default) requests pass `utils.scoring_app`
     first: bodies over `max_body_bytes` get 413, JSON nested deeper than `max_json_depth` gets
     400, and with a `token` a request without `Authorization: Bearer <token>` gets 401.
+    `micro_batch` scores requests that arrive while the model is busy in one `predict` call
+    (for models whose rows are scored independently, like scikit-learn pipelines).
     `model_config` reaches the model's `load_context` (MLflow's SERVING_MODEL_CONFIG). The log
     is kept under the work dir (`serving/logs`). Raises ServingError with the cause and the end
     of the server log when the port is busy, the model is missing or the server dies at start.
@@ -219,6 +222,8 @@ def serve_model(
         )
     model_path = _local_model_path(model_uri)
     args, child_env = serving_command(model_path, port, LOOPBACK, workers, request_timeout, guard)
+    if micro_batch and not guard:
+        raise ValueError("micro_batch needs the guarded app (guard=True).")
     if not guard:  # exactly what a user types; MLflow itself downloads and serves the model
         args = [
             sys.executable,
@@ -245,6 +250,7 @@ def serve_model(
     child_env.update(
         MLDEPLOY_SERVING_MAX_BODY_BYTES=str(max_body_bytes),
         MLDEPLOY_SERVING_MAX_JSON_DEPTH=str(max_json_depth),
+        MLDEPLOY_SERVING_MICRO_BATCH=str(micro_batch).lower(),
     )
     child_env.pop("MLDEPLOY_SERVING_TOKEN", None)
     if token:

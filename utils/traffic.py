@@ -1,0 +1,271 @@
+"""A/B testing: split traffic between registered model versions behind one endpoint.
+
+Locally the split is an MLflow model of its own, `ABRouter`: a pyfunc holding the champion and
+the challenger (copied from the registry when the router is logged, so what it serves cannot
+change under a running test), routing each request by weight. A request that carries a
+`request_id` always goes to the same variant (a hash of the id picks it), so retries and
+follow-up requests of one customer see one model. Every answer says which variant and model
+version produced it, and each request can be appended to an inference log (JSON lines, one
+file per server process) that a notebook loads into a table.
+
+On Databricks the same weights become the endpoint's `traffic_config` (see
+`utils.serving.traffic_routes`); Model Serving then does the routing and logs requests to an
+inference table itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+REQUEST_ID = "request_id"
+ROUTER_OUTPUTS = ("prediction", "variant", "model_version", REQUEST_ID)
+_BUCKETS = 2**64
+
+
+def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Shares that sum to 1 from any positive weights ({"champion": 90, "challenger": 10})."""
+    if not weights:
+        raise ValueError("No variants: give weights such as {'champion': 90, 'challenger': 10}.")
+    bad = {name: w for name, w in weights.items() if not (isinstance(w, int | float) and w >= 0)}
+    if bad:
+        raise ValueError(f"Traffic weights must be numbers >= 0, got {bad}.")
+    total = float(sum(weights.values()))
+    if total <= 0:
+        raise ValueError(f"Traffic weights {dict(weights)} sum to 0; give at least one a share.")
+    return {name: float(w) / total for name, w in weights.items()}
+
+
+def bucket(request_id: str) -> float:
+    """A number in [0, 1) fixed by the request id (the same in every process and run:
+    Python's own `hash` is salted per process, a cryptographic digest is not)."""
+    digest = hashlib.blake2b(str(request_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _BUCKETS
+
+
+def choose_variants(request_ids: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
+    """The variant for each request id: the cumulative share its bucket falls under."""
+    shares = normalize_weights(weights)
+    names = list(shares)
+    edges = np.cumsum([shares[n] for n in names])
+    edges[-1] = 1.0  # rounding must not leave a gap at the top
+    positions = np.searchsorted(edges, [bucket(rid) for rid in request_ids], side="right")
+    return np.asarray(names, dtype=object)[np.minimum(positions, len(names) - 1)]
+
+
+def _as_column(predictions: Any, rows: int) -> np.ndarray:
+    """One prediction per row from what a pyfunc returns (array, Series, one-column frame)."""
+    if isinstance(predictions, pd.DataFrame):
+        if predictions.shape[1] != 1:
+            raise ValueError(
+                f"ABRouter routes models with one output column; got {list(predictions.columns)}."
+            )
+        predictions = predictions.iloc[:, 0]
+    values = np.asarray(predictions)
+    if values.ndim > 1 and values.shape[1:] == (1,) * (values.ndim - 1):
+        values = values.reshape(-1)
+    if len(values) != rows:
+        raise ValueError(f"The model returned {len(values)} predictions for {rows} rows.")
+    return values
+
+
+class InferenceLog:
+    """Appends one JSON line per scored row to `<log_dir>/requests-<pid>.jsonl`.
+
+    One file per process: several server workers never interleave lines, and a line is
+    written with one call and flushed, so a killed server loses at most the line being written.
+    """
+
+    def __init__(self, log_dir: str | Path):
+        self.log_dir = Path(log_dir)
+        self._lock = threading.Lock()
+        self._file = None
+        self._pid = None
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
+        with self._lock:
+            if self._file is None or self._pid != os.getpid():  # reopen after a fork
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                self._pid = os.getpid()
+                self._file = open(self.log_dir / f"requests-{self._pid}.jsonl", "a")  # noqa: SIM115
+            self._file.write(text)
+            self._file.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value)
+
+
+def read_inference_log(log_dir: str | Path) -> pd.DataFrame:
+    """All logged requests under `log_dir` as a frame (`timestamp` parsed, `inputs` as JSON
+    text). A partial last line from a killed server is skipped, not fatal."""
+    rows = []
+    for path in sorted(Path(log_dir).glob("requests-*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    frame = pd.DataFrame(rows, columns=None if rows else [*ROUTER_OUTPUTS, "timestamp"])
+    if rows:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+class ABRouter(mlflow.pyfunc.PythonModel):
+    """Routes each row to one of several models by weight; answers with the prediction, the
+    variant, its model version and the request id.
+
+    `model_config`: `weights` ({variant: weight}), `versions` ({variant: registry version}),
+    `log_dir` (where to log requests; empty = no log). The variant models are the artifacts of
+    the same names.
+    """
+
+    def load_context(self, context) -> None:
+        config = context.model_config
+        self.weights = normalize_weights(config["weights"])
+        self.versions = {name: str(v) for name, v in config["versions"].items()}
+        self.models = {
+            name: mlflow.pyfunc.load_model(context.artifacts[name]) for name in self.weights
+        }
+        self.log = InferenceLog(config["log_dir"]) if config.get("log_dir") else None
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        started = datetime.now(UTC).isoformat()
+        if REQUEST_ID in model_input and model_input[REQUEST_ID].notna().all():
+            request_ids = model_input[REQUEST_ID].astype(str).to_numpy()
+        else:  # no id: a fresh random one, which routes at random and is returned for joins
+            given = model_input.get(REQUEST_ID, pd.Series([None] * len(model_input)))
+            request_ids = np.asarray(
+                [str(r) if pd.notna(r) else uuid.uuid4().hex for r in given], dtype=object
+            )
+        features = model_input.drop(columns=[REQUEST_ID], errors="ignore")
+        variants = choose_variants(request_ids, self.weights)
+        predictions = np.empty(len(features), dtype=object)
+        latency_ms = np.zeros(len(features))
+        for name in dict.fromkeys(variants):
+            rows = variants == name
+            start = time.perf_counter()
+            # The router's own signature has already checked and converted the input, so the
+            # variant is called without a second schema enforcement (~2 ms per request);
+            # `_model_impl` is MLflow's stable developer API for exactly this.
+            model = self.models[name]
+            result = model._model_impl.predict(features.loc[rows])
+            predictions[rows] = _as_column(result, int(rows.sum()))
+            latency_ms[rows] = (time.perf_counter() - start) * 1000
+        answer = pd.DataFrame(
+            {
+                "prediction": pd.array(predictions.tolist()),
+                "variant": variants,
+                "model_version": [self.versions[v] for v in variants],
+                REQUEST_ID: request_ids,
+            }
+        )
+        if self.log is not None:
+            inputs = features.to_dict(orient="records")
+            self.log.write(
+                [
+                    {
+                        "timestamp": started,
+                        REQUEST_ID: request_ids[i],
+                        "variant": variants[i],
+                        "model_version": answer["model_version"].iat[i],
+                        "latency_ms": round(float(latency_ms[i]), 3),
+                        "inputs": json.dumps(inputs[i], default=_jsonable),
+                        "prediction": predictions[i],
+                    }
+                    for i in range(len(features))
+                ]
+            )
+        return answer
+
+
+def router_signature(input_schema, prediction_type: str = "long"):
+    """The router's signature: the variants' inputs plus an optional `request_id`; outputs
+    prediction, variant, model_version and request_id."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [*input_schema.inputs, ColSpec("string", REQUEST_ID, required=False)]
+    outputs = [
+        ColSpec(prediction_type, "prediction"),
+        ColSpec("string", "variant"),
+        ColSpec("string", "model_version"),
+        ColSpec("string", REQUEST_ID),
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def _requirements(uris: Sequence[str]) -> list[str]:
+    """The union of the variants' pinned requirements."""
+    lines: dict[str, None] = {}
+    for uri in uris:
+        path = mlflow.pyfunc.get_model_dependencies(uri, format="pip")
+        for line in Path(path).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                lines[line.strip()] = None
+    return list(lines)
+
+
+def log_router(
+    model_name: str,
+    weights: Mapping[str, float],
+    *,
+    name: str = "ab_router",
+    input_example: pd.DataFrame | None = None,
+    registered_model_name: str | None = None,
+):
+    """Log an ABRouter over the versions that aliases of `model_name` point to now.
+
+    `weights` maps alias to weight, e.g. {"champion": 90, "challenger": 10}. Each alias is
+    resolved to its version and that version's files are copied into the router, so moving an
+    alias later does not change a running test; log a new router to change it. Returns the
+    ModelInfo; the variants' versions are in its `model_config`.
+    """
+    from utils.env import REPO_ROOT
+    from utils.tracking import model_uri, resolve_model_uri
+
+    shares = normalize_weights(weights)
+    uris = {alias: model_uri(model_name, alias) for alias in shares}
+    versions = {alias: str(resolve_model_uri(uri).version) for alias, uri in uris.items()}
+    pinned = {
+        alias: f"models:/{resolve_model_uri(uri).name}/{versions[alias]}"
+        for alias, uri in uris.items()
+    }
+    first = mlflow.models.get_model_info(next(iter(pinned.values())))
+    if first.signature is None:
+        raise ValueError(f"{pinned} has no signature; the router needs its input schema.")
+    output = first.signature.outputs.inputs[0] if first.signature.outputs else None
+    prediction_type = getattr(getattr(output, "type", None), "name", "long") or "long"
+    if input_example is not None:
+        input_example = input_example.assign(
+            **{REQUEST_ID: [f"example-{i}" for i in range(len(input_example))]}
+        )
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=ABRouter(),
+        artifacts=pinned,
+        model_config={"weights": dict(weights), "versions": versions, "log_dir": ""},
+        signature=router_signature(first.signature.inputs, prediction_type),
+        input_example=input_example,
+        code_paths=[str(REPO_ROOT / "utils")],
+        pip_requirements=_requirements(list(pinned.values())),
+        registered_model_name=registered_model_name,
+    )
