@@ -45,7 +45,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def record(name: str, value: Any) -> Any:
+def record(name: str, value: Any) -> None:
     """Record one key result of this notebook (shown, and read back by the runner)."""
     value = _jsonable(value)
     RECORDED[name] = value
@@ -57,7 +57,6 @@ def record(name: str, value: Any) -> Any:
             display({RECORD_MIME: {name: value}, "text/plain": f"recorded {name} = {value!r}"}, raw=True)
     except ImportError:
         pass
-    return value
 
 
 @dataclass
@@ -174,7 +173,6 @@ def run_notebook(
 
     # The kernel is this interpreter, whatever kernelspecs the machine has installed.
     kernel_env = {**os.environ, **(env or {})}
-    kernel_env.setdefault("MPLBACKEND", "agg")
     km = KernelManager(kernel_name="python3")
     km.kernel_spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     client = NotebookClient(

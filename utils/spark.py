@@ -18,6 +18,7 @@ from pathlib import Path
 from utils.env import get_param, is_databricks, work_path
 
 MIN_JAVA = 17
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 class JavaNotFoundError(RuntimeError):
@@ -77,6 +78,7 @@ def _local_builder(master: str, app_name: str):
     # Python workers must be this interpreter, or UDFs fail with "No module named 'pandas'".
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # never guess a public interface
     warehouse = work_path("spark-warehouse")
     metastore = work_path("metastore")
     cores = os.cpu_count() or 2
@@ -88,9 +90,12 @@ def _local_builder(master: str, app_name: str):
             "spark.hadoop.javax.jdo.option.ConnectionURL",
             f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         )
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={metastore}")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Dderby.system.home={metastore} -Dlog4j.configurationFile={LOG4J_CONFIG}",
+        )
         .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.memory", get_param("SPARK_DRIVER_MEMORY", "2g"))

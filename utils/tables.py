@@ -342,8 +342,12 @@ def write_stream(
     """
 
     def write_batch(batch, batch_id: int) -> None:
-        rows = transform(batch) if transform else batch
-        append_table(rows, name, keys=keys, partition_by=partition_by)
+        # Cached so the source is read (and the model run) once, however many actions follow.
+        rows = (transform(batch) if transform else batch).persist()
+        try:
+            append_table(rows, name, keys=keys, partition_by=partition_by)
+        finally:
+            rows.unpersist()
 
     writer = stream.writeStream.foreachBatch(write_batch).option("checkpointLocation", str(checkpoint))
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=processing_time)
@@ -353,3 +357,13 @@ def write_stream(
         if query.exception():
             raise RuntimeError(f"Stream into '{name}' failed: {query.exception()}")
     return query
+
+
+def drop_table(name: str) -> None:
+    """Drop table `name` if it exists (data included for managed tables)."""
+    get_spark().sql(f"DROP TABLE IF EXISTS {full_name(name)}")
+
+
+def stream_input_rows(query) -> int:
+    """Rows a streaming query read across all its micro-batches in this run."""
+    return sum(int(progress.get("numInputRows", 0)) for progress in query.recentProgress)

@@ -24,6 +24,7 @@ OFFLINE_DEFAULTS = {
     "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
     "MLFLOW_UV_AUTO_DETECT": "false",
     "DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar per file clutters notebooks
 }
 
 
