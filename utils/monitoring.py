@@ -1,0 +1,398 @@
+"""Inference tables, late labels, and the monitoring built on them.
+
+An inference table keeps every scored request: its id, the features, the prediction, the model
+version that made it and when, and an `actual_label` that is empty until the truth is known.
+Labels arrive later in batches and are merged by request id through `utils.tables.merge_table`
+(updates only: a label for a request we never scored is counted, reported and kept aside, never
+inserted as a row). From the labelled rows come accuracy by model version and time window; from
+the features, drift against the training data (population stability index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from utils import tables
+
+REQUEST_ID = "request_id"
+ACTUAL_LABEL = "actual_label"
+PREDICTION = "prediction"
+MODEL_VERSION = "model_version"
+SCORED_AT = "scored_at"
+SCORED_DATE = "scored_date"  # partition column: a label merge rewrites only the days it touches
+LABELLED_AT = "labelled_at"
+# Rule of thumb for the population stability index.
+PSI_MODERATE, PSI_MAJOR = 0.1, 0.25
+
+
+# --- writing the inference table ------------------------------------------------------------
+
+
+def inference_rows(
+    requests: pd.DataFrame,
+    predictions: Sequence,
+    model_version: int | str,
+    scored_at: datetime | None = None,
+    id_column: str = REQUEST_ID,
+) -> pd.DataFrame:
+    """Scored requests as inference-table rows (without the empty label columns)."""
+    if id_column not in requests.columns:
+        raise ValueError(
+            f"The requests have no {id_column!r} column to key the inference table by; "
+            f"columns: {list(requests.columns)}."
+        )
+    if len(predictions) != len(requests):
+        raise ValueError(f"{len(predictions)} predictions for {len(requests)} requests.")
+    scored_at = scored_at or datetime.now(UTC).replace(tzinfo=None)
+    rows = requests.copy()
+    rows[id_column] = rows[id_column].astype(str)
+    values = np.asarray(predictions)
+    rows[PREDICTION] = values.ravel() if values.ndim > 1 and values.shape[1] == 1 else values
+    rows[MODEL_VERSION] = int(model_version)
+    rows[SCORED_AT] = pd.Timestamp(scored_at)
+    rows[SCORED_DATE] = pd.Timestamp(scored_at).strftime("%Y-%m-%d")
+    return rows
+
+
+def log_inferences(rows: pd.DataFrame, table: str, id_column: str = REQUEST_ID) -> int:
+    """Append scored rows to the inference table, with `actual_label` and `labelled_at` empty.
+
+    Keyed by request id, so logging the same requests twice keeps one row each.
+    """
+    from pyspark.sql import functions as F
+
+    sdf = (
+        tables.get_spark()
+        .createDataFrame(rows)
+        .withColumn(ACTUAL_LABEL, F.lit(None).cast("long"))
+        .withColumn(LABELLED_AT, F.lit(None).cast("timestamp"))
+    )
+    tables.append_table(sdf, table, keys=[id_column], partition_by=[SCORED_DATE])
+    return len(rows)
+
+
+def score_and_log(
+    model_uri: str,
+    requests: pd.DataFrame,
+    table: str,
+    features: Sequence[str],
+    scored_at: datetime | None = None,
+    id_column: str = REQUEST_ID,
+) -> pd.DataFrame:
+    """Score `requests` with the model behind `model_uri` and log them with its version."""
+    from utils.tracking import load_model, resolve_model_uri
+
+    version = resolve_model_uri(model_uri).version
+    predictions = load_model(model_uri).predict(requests[list(features)])
+    if isinstance(predictions, pd.DataFrame):
+        predictions = predictions.iloc[:, 0]
+    rows = inference_rows(requests, predictions, version, scored_at, id_column)
+    log_inferences(rows, table, id_column)
+    return rows
+
+
+# --- labels arriving later ------------------------------------------------------------------
+
+
+def label_batches(
+    truth: pd.DataFrame,
+    label_column: str,
+    batches: int = 3,
+    coverage: float = 1.0,
+    unknown_per_batch: int = 0,
+    id_column: str = REQUEST_ID,
+    first_arrival: datetime | None = None,
+    seed: int = 0,
+) -> list[pd.DataFrame]:
+    """The truth about scored requests, arriving in `batches` (as a label feed would).
+
+    A share `coverage` of the requests ever gets a label; each batch also carries
+    `unknown_per_batch` labels for request ids that were never scored (a feed is never clean).
+    Each batch has the columns `id_column`, `actual_label`, `labelled_at`.
+    """
+    if not 0 < coverage <= 1 or batches < 1:
+        raise ValueError(f"coverage must be in (0, 1] and batches >= 1; got {coverage}, {batches}")
+    rng = np.random.default_rng(seed)
+    labelled = truth.sample(frac=coverage, random_state=seed).reset_index(drop=True)
+    first_arrival = first_arrival or datetime.now(UTC).replace(tzinfo=None)
+    out = []
+    for number, part in enumerate(np.array_split(labelled.index.to_numpy(), batches)):
+        batch = pd.DataFrame(
+            {
+                id_column: labelled.loc[part, id_column].astype(str).to_numpy(),
+                ACTUAL_LABEL: labelled.loc[part, label_column].astype("int64").to_numpy(),
+            }
+        )
+        unknown = pd.DataFrame(
+            {
+                id_column: [f"unknown-{number}-{i}" for i in range(unknown_per_batch)],
+                ACTUAL_LABEL: rng.integers(0, 2, unknown_per_batch).astype("int64"),
+            }
+        )
+        batch = pd.concat([batch, unknown], ignore_index=True)
+        batch[LABELLED_AT] = pd.Timestamp(first_arrival) + pd.Timedelta(hours=number)
+        out.append(batch)
+    return out
+
+
+@dataclass(frozen=True)
+class LabelMergeReport:
+    """What one label batch did to the inference table."""
+
+    received: int
+    labelled: int  # rows whose label was set or corrected
+    unchanged: int  # the table already had this very label (a re-delivered batch)
+    unknown: int  # labels for request ids the table does not have
+    unknown_examples: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.received} labels received: {self.labelled} merged, {self.unchanged} "
+            f"already there, {self.unknown} for unknown request ids"
+        )
+        return text + (f" (e.g. {self.unknown_examples})" if self.unknown else "")
+
+
+def merge_labels(
+    labels,
+    table: str,
+    id_column: str = REQUEST_ID,
+    unknown_table: str | None = None,
+) -> LabelMergeReport:
+    """Merge a batch of labels into the inference table by request id.
+
+    Labels the table already holds are left out before the merge, so a batch delivered twice
+    rewrites nothing the second time. Labels for unknown ids are not inserted (that would
+    invent requests); they are counted, shown, and appended to `unknown_table` when given.
+    """
+    spark = tables.get_spark()
+    source = spark.createDataFrame(labels) if isinstance(labels, pd.DataFrame) else labels
+    missing = [c for c in (id_column, ACTUAL_LABEL) if c not in source.columns]
+    if missing:
+        raise tables.SchemaMismatchError(
+            f"The labels lack {missing}; they need {id_column!r} and {ACTUAL_LABEL!r} "
+            f"(columns: {source.columns})."
+        )
+    target = tables.read_table(table)
+    types = dict(target.dtypes)
+    source = source.select(*[source[c].cast(types.get(c, t)).alias(c) for c, t in source.dtypes])
+    source = source.cache()
+    try:
+        received = source.count()
+        already = target.select(id_column, ACTUAL_LABEL).where(f"{ACTUAL_LABEL} IS NOT NULL")
+        to_apply = source.join(already, [id_column, ACTUAL_LABEL], "left_anti")
+        unknown_rows = to_apply.join(target.select(id_column), [id_column], "left_anti")
+        examples = [r[id_column] for r in unknown_rows.select(id_column).limit(5).collect()]
+        if examples and unknown_table:
+            tables.append_table(unknown_rows, unknown_table, keys=[id_column])
+        result = tables.merge_table(
+            to_apply, table, [id_column], when_matched="update", when_not_matched="ignore"
+        )
+    finally:
+        source.unpersist()
+    return LabelMergeReport(
+        received=received,
+        labelled=result.updated,
+        unchanged=received - result.source_rows,
+        unknown=result.unmatched,
+        unknown_examples=examples,
+    )
+
+
+def label_status(table: str) -> dict[str, int]:
+    """Rows in the inference table, and how many have a label."""
+    from pyspark.sql import functions as F
+
+    row = (
+        tables.read_table(table)
+        .agg(F.count("*").alias("rows"), F.count(ACTUAL_LABEL).alias("labelled"))
+        .first()
+    )
+    return {"rows": int(row["rows"]), "labelled": int(row["labelled"])}
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+def accuracy_by_version(table: str, window: str = "1 day") -> pd.DataFrame:
+    """Per model version and time window (of `scored_at`): rows scored, rows labelled, and
+    accuracy on the labelled ones."""
+    from pyspark.sql import functions as F
+
+    correct = F.when(F.col(ACTUAL_LABEL).isNotNull(), (F.col(PREDICTION) == F.col(ACTUAL_LABEL)))
+    frame = (
+        tables.read_table(table)
+        .groupBy(MODEL_VERSION, F.window(SCORED_AT, window).alias("window"))
+        .agg(
+            F.count("*").alias("scored"),
+            F.count(ACTUAL_LABEL).alias("labelled"),
+            F.avg(correct.cast("double")).alias("accuracy"),
+        )
+        .select(
+            MODEL_VERSION,
+            F.col("window.start").alias("window_start"),
+            "scored",
+            "labelled",
+            "accuracy",
+        )
+        .orderBy("window_start", MODEL_VERSION)
+        .toPandas()
+    )
+    return frame
+
+
+def population_stability_index(expected, actual, bins: int = 10, eps: float = 1e-4) -> float:
+    """PSI of `actual` against `expected`: sum over bins of (a - e) * ln(a / e).
+
+    Numbers with more than `bins` distinct values are cut at the quantiles of `expected`
+    (outer bins open-ended); anything else is compared value by value. Empty bins count as
+    `eps` so that a category seen on one side only gives a large, finite index.
+    """
+    expected, actual = pd.Series(expected).dropna(), pd.Series(actual).dropna()
+    if expected.empty or actual.empty:
+        raise ValueError("PSI needs values on both sides; one side is empty.")
+    numeric = pd.api.types.is_numeric_dtype(expected) and not pd.api.types.is_bool_dtype(expected)
+    if numeric and expected.nunique() > bins:
+        edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1))[1:-1])
+        e_counts = np.bincount(
+            np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1
+        )
+        a_counts = np.bincount(
+            np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1
+        )
+    else:
+        categories = sorted(set(expected.astype(str)) | set(actual.astype(str)))
+        e_counts = expected.astype(str).value_counts().reindex(categories, fill_value=0).to_numpy()
+        a_counts = actual.astype(str).value_counts().reindex(categories, fill_value=0).to_numpy()
+    e = np.clip(e_counts / e_counts.sum(), eps, None)
+    a = np.clip(a_counts / a_counts.sum(), eps, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drift_level(psi: float) -> str:
+    if psi >= PSI_MAJOR:
+        return "major"
+    return "moderate" if psi >= PSI_MODERATE else "none"
+
+
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, features: Sequence[str], bins: int = 10
+) -> pd.DataFrame:
+    """PSI of each feature of `current` against `reference` (e.g. the training data)."""
+    missing = [f for f in features if f not in reference.columns or f not in current.columns]
+    if missing:
+        raise ValueError(f"Features {missing} are missing from the reference or current rows.")
+    rows = []
+    for feature in features:
+        psi = population_stability_index(reference[feature], current[feature], bins)
+        rows.append({"feature": feature, "psi": round(psi, 4), "drift": drift_level(psi)})
+    return pd.DataFrame(rows).sort_values("psi", ascending=False, ignore_index=True)
+
+
+def drift_by_window(
+    table: str, reference: pd.DataFrame, features: Sequence[str], window: str = "1 day"
+) -> pd.DataFrame:
+    """PSI of each feature per time window of the inference table: features x windows."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        tables.read_table(table)
+        .select(*features, F.window(SCORED_AT, window).start.alias("window_start"))
+        .toPandas()
+    )
+    return pd.DataFrame(
+        {
+            start.strftime("%Y-%m-%d %H:%M"): {
+                f: population_stability_index(reference[f], group[f]) for f in features
+            }
+            for start, group in rows.groupby("window_start")
+        }
+    )
+
+
+def plot_accuracy(frame: pd.DataFrame, title: str = "Accuracy by model version"):
+    """Accuracy per window, one line per model version (from `accuracy_by_version`)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labelled = frame[frame["labelled"] > 0]
+    for version, part in labelled.groupby(MODEL_VERSION):
+        ax.plot(part["window_start"], part["accuracy"], marker="o", label=f"version {version}")
+    ax.set_ylabel("accuracy on labelled rows")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def plot_drift(by_window: pd.DataFrame, title: str = "Feature drift against training data (PSI)"):
+    """A heat map of PSI, features x windows (from `drift_by_window`), with the usual bands."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(by_window) + 1.6))
+    image = ax.imshow(
+        by_window.to_numpy(float), cmap="Reds", vmin=0, vmax=max(0.5, by_window.max().max())
+    )
+    ax.set_xticks(range(by_window.shape[1]), by_window.columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(by_window)), by_window.index)
+    for (i, j), value in np.ndenumerate(by_window.to_numpy(float)):
+        ax.text(
+            j,
+            i,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value > PSI_MAJOR else "black",
+        )
+    fig.colorbar(image, ax=ax, label=f"PSI (moderate {PSI_MODERATE}, major {PSI_MAJOR})")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# --- retraining on labelled production data -------------------------------------------------
+
+
+def labelled_rows(table: str, columns: Sequence[str], label_as: str | None = None) -> pd.DataFrame:
+    """`columns` and the label of every labelled row of the inference table, as pandas;
+    the label column is renamed to `label_as` (e.g. the training label name)."""
+    frame = (
+        tables.read_table(table)
+        .where(f"{ACTUAL_LABEL} IS NOT NULL")
+        .select(*columns, ACTUAL_LABEL)
+        .toPandas()
+    )
+    return frame.rename(columns={ACTUAL_LABEL: label_as}) if label_as else frame
+
+
+def retraining_decision(labelled: int, used_before: int, min_new: int) -> tuple[bool, str]:
+    """Retrain only when there are at least `min_new` labelled rows not used before."""
+    new = labelled - used_before
+    if new >= min_new:
+        return True, f"{new} new labelled rows (>= {min_new}): retrain"
+    return False, f"only {new} new labelled rows (< {min_new}): keep the champion"
+
+
+def simulate_churn_traffic(
+    size: int, seed: int, first_row: int, age_shift: int = 0, prefix: str = "req"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Requests to the churn model (features + `request_id`) and, kept apart, their truth.
+
+    `age_shift` makes the customers look older than the churn they show: the population
+    drifts (the Age feature) and the model's old relationship stops holding (accuracy drops).
+    """
+    from utils.datasets import CHURN_FEATURES, CHURN_LABEL, make_churn
+
+    customers = make_churn(size, seed=seed, first_row=first_row)
+    customers[REQUEST_ID] = [f"{prefix}-{n}" for n in customers["RowNumber"]]
+    if age_shift:
+        customers["Age"] = (customers["Age"] + age_shift).clip(18, 92)
+    return customers[[REQUEST_ID, *CHURN_FEATURES]], customers[[REQUEST_ID, CHURN_LABEL]]
