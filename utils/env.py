@@ -70,15 +70,22 @@ def clear_injected_params() -> None:
     _injected.clear()
 
 
-def _widget_value(name: str, default: Any) -> str | None:
-    """A Databricks widget's value, creating the widget with the default when missing."""
+def _dbutils():
+    """Databricks' `dbutils` from the notebook's namespace, or None elsewhere."""
     if not is_databricks():
         return None
     try:
         from IPython import get_ipython
 
-        dbutils = get_ipython().user_ns["dbutils"]  # type: ignore[union-attr]
+        return get_ipython().user_ns["dbutils"]  # type: ignore[union-attr]
     except (ImportError, AttributeError, KeyError):
+        return None
+
+
+def _widget_value(name: str, default: Any) -> str | None:
+    """A Databricks widget's value, creating the widget with the default when missing."""
+    dbutils = _dbutils()
+    if dbutils is None:
         return None
     try:
         return dbutils.widgets.get(name)

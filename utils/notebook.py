@@ -118,25 +118,29 @@ class _PeakMemory:
     """Samples the resident memory of a process and its children (the kernel and the Spark
     JVM it starts) in a background thread, keeping the peak."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.25):
         self.interval = interval
         self.peak_bytes = 0
         self.pid: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def sample(self) -> None:
         import psutil
 
-        while not self._stop.wait(self.interval):
-            if self.pid is None:
-                continue
-            try:
-                root = psutil.Process(self.pid)
-                total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-            except psutil.Error:
-                continue
-            self.peak_bytes = max(self.peak_bytes, total)
+        if self.pid is None:
+            return
+        try:
+            root = psutil.Process(self.pid)
+            total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.Error:
+            return
+        self.peak_bytes = max(self.peak_bytes, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
 
     def __enter__(self):
         self._thread.start()
@@ -184,7 +188,10 @@ def run_notebook(
         try:
             with client.setup_kernel(env=kernel_env, cwd=str(path.parent)):
                 memory.pid = km.provisioner.process.pid if km.provisioner else None
-                client.execute(reset_kc=False)
+                try:
+                    client.execute(reset_kc=False)
+                finally:
+                    memory.sample()  # a short notebook may end between two samples
         except CellExecutionError as exc:
             status, error = "failed", _short_error(str(exc))
         except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:

@@ -1,0 +1,34 @@
+# Two commands set up everything on a fresh machine (Python 3.11 and Java 17 needed):
+#   make run    - execute every chapter locally and print what each recorded
+#   make test   - run the test suite (what CI runs)
+# Both create .venv and install the project into it when missing or when pyproject.toml changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHAPTERS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lab java clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed (found " + sys.version.split()[0] + "): install it or run make PYTHON=/path/to/python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	@touch $(STAMP)
+
+java: $(STAMP)
+	@$(PY) -m utils.spark
+
+run: $(STAMP) java
+	$(PY) -m utils.notebook $(CHAPTERS)
+
+test: $(STAMP) java
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
+
+clean:
+	rm -rf .local

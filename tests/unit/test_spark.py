@@ -1,0 +1,55 @@
+import os
+
+import pytest
+
+from utils import spark as spark_module
+from utils.spark import JavaNotFoundError, check_java, get_spark, table_format
+
+
+def fake_java(tmp_path, version_line):
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    java = home / "bin" / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return home
+
+
+@pytest.mark.unit
+def test_missing_java_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(JavaNotFoundError) as error:
+        check_java()
+    assert "\n" not in str(error.value) and "install OpenJDK 17" in str(error.value)
+
+
+@pytest.mark.unit
+def test_old_java_says_which_version_was_found(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(fake_java(tmp_path, 'java version "1.8.0_392"')))
+    with pytest.raises(JavaNotFoundError, match="found Java 8"):
+        check_java()
+
+
+@pytest.mark.unit
+def test_java_17_is_accepted(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15')))
+    assert check_java() == 17
+
+
+@pytest.mark.unit
+def test_no_delta_jars_here():
+    assert spark_module.delta_jars() == []
+
+
+@pytest.mark.spark
+def test_local_session_settings(work_dir):
+    spark = get_spark()
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.ui.enabled") == "false"
+    assert conf.get("spark.driver.host") == "127.0.0.1"
+    assert conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+    assert conf.get("spark.sql.warehouse.dir").endswith(str(work_dir / "spark-warehouse"))
+    assert conf.get("spark.sql.catalogImplementation") == "hive"
+    assert os.environ["PYSPARK_PYTHON"] == spark_module.sys.executable
+    assert table_format() == "parquet"
+    assert get_spark() is spark

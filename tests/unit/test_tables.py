@@ -1,0 +1,132 @@
+"""Table helpers on a real local Spark session (Parquet tables; Delta runs on Databricks)."""
+
+import pandas as pd
+import pytest
+
+from utils import tables
+from utils.datasets import drop_landing_batch
+from utils.tables import SchemaMismatchError, TableNotFoundError, merge_table
+
+pytestmark = pytest.mark.spark
+
+
+def rows(table):
+    frame = tables.read_table(table).toPandas()[["id", "day", "value"]]  # partition columns come last
+    return frame.sort_values(["id", "day"]).reset_index(drop=True)
+
+
+def reference_upsert(target: pd.DataFrame, source: pd.DataFrame, keys) -> pd.DataFrame:
+    """What a merge must produce, computed with pandas."""
+    kept = target.merge(source[keys], on=keys, how="left", indicator=True)
+    kept = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
+    return pd.concat([kept, source]).sort_values(["id", "day"]).reset_index(drop=True)
+
+
+@pytest.fixture
+def target():
+    frame = pd.DataFrame({"id": [1, 2, 3, 4], "day": ["d1", "d1", "d2", "d2"], "value": [10.0, 20.0, 30.0, 40.0]})
+    tables.write_table(frame, "t_target", partition_by=["day"])
+    return frame
+
+
+def test_write_and_read(target):
+    pd.testing.assert_frame_equal(rows("t_target"), target, check_dtype=False)
+
+
+def test_missing_table_names_table_and_producer():
+    tables.register_producer("t_missing", "chapter 42 (utils.example.make_it)")
+    with pytest.raises(TableNotFoundError, match=r"'t_missing' does not exist\. It is created by chapter 42"):
+        tables.read_table("t_missing")
+    with pytest.raises(TableNotFoundError, match="Existing tables"):
+        tables.read_table("t_other_missing")
+
+
+def test_upsert_matches_pandas_reference_and_touches_only_affected_partitions(target):
+    source = pd.DataFrame({"id": [2, 5], "day": ["d1", "d1"], "value": [21.0, 50.0]})
+    result = merge_table(source, "t_target", ["id", "day"], partition_by=["day"])
+    assert (result.inserted, result.updated, result.unmatched) == (1, 1, 1)
+    expected = reference_upsert(target, source, ["id", "day"])
+    pd.testing.assert_frame_equal(rows("t_target"), expected, check_dtype=False)
+
+
+def test_same_batch_twice_leaves_no_duplicates(target):
+    source = pd.DataFrame({"id": [7, 8], "day": ["d3", "d3"], "value": [1.0, 2.0]})
+    tables.append_table(source, "t_target", keys=["id", "day"])
+    again = tables.append_table(source, "t_target", keys=["id", "day"])
+    assert again.inserted == 0 and again.updated == 2
+    assert len(rows("t_target")) == 6
+
+
+def test_row_moving_partition_leaves_no_stale_copy(target):
+    moved = pd.DataFrame({"id": [1], "day": ["d9"], "value": [11.0]})
+    merge_table(moved, "t_target", ["id"])
+    stored = rows("t_target")
+    assert stored["id"].is_unique
+    assert stored.set_index("id").loc[1, "day"] == "d9"
+    assert len(stored) == 4
+
+
+def test_update_only_counts_unknown_keys_and_changes_nothing_for_them(target):
+    labels = pd.DataFrame({"id": [3, 99], "day": ["d2", "d2"], "value": [33.0, 0.0]})
+    result = merge_table(labels, "t_target", ["id", "day"], when_not_matched="ignore")
+    assert (result.inserted, result.updated, result.unmatched) == (0, 1, 1)
+    stored = rows("t_target")
+    assert len(stored) == 4 and stored.set_index("id").loc[3, "value"] == 33.0
+    second = merge_table(labels, "t_target", ["id", "day"], when_not_matched="ignore")
+    pd.testing.assert_frame_equal(rows("t_target"), stored)
+    assert second.unmatched == 1
+
+
+def test_partial_columns_update_keeps_other_columns():
+    frame = pd.DataFrame({"id": [1, 2], "day": ["d1", "d1"], "value": [1.0, 2.0], "label": [None, None]})
+    frame["label"] = frame["label"].astype("float64")
+    tables.write_table(frame, "t_partial")
+    merge_table(pd.DataFrame({"id": [2], "label": [1.0]}), "t_partial", ["id"], when_not_matched="ignore")
+    stored = tables.read_table("t_partial").toPandas().set_index("id")
+    assert stored.loc[2, "label"] == 1.0 and stored.loc[2, "value"] == 2.0 and pd.isna(stored.loc[1, "label"])
+
+
+def test_merge_refuses_repeated_keys_and_missing_key(target):
+    with pytest.raises(SchemaMismatchError, match="repeat merge keys"):
+        merge_table(pd.DataFrame({"id": [1, 1], "day": ["d1", "d1"], "value": [1.0, 2.0]}), "t_target", ["id", "day"])
+    with pytest.raises(SchemaMismatchError, match=r"Merge key \['day'\] is missing from the source"):
+        merge_table(pd.DataFrame({"id": [1], "value": [1.0]}), "t_target", ["id", "day"])
+    with pytest.raises(SchemaMismatchError, match=r"lack table columns \['value'\]"):
+        merge_table(pd.DataFrame({"id": [1], "day": ["d1"]}), "t_target", ["id", "day"])
+
+
+def test_merge_into_missing_table_creates_it():
+    tables.drop_table("t_new")
+    result = merge_table(pd.DataFrame({"id": [1], "day": ["d"], "value": [1.0]}), "t_new", ["id"])
+    assert result.inserted == 1 and tables.table_exists("t_new")
+
+
+def test_stream_from_folder_is_exactly_once_across_restarts(tmp_path):
+    landing, checkpoint = tmp_path / "landing", tmp_path / "checkpoint"
+    tables.drop_table("t_stream")
+    drop_landing_batch(landing, 0, 50)
+
+    def run():
+        stream = tables.read_stream(str(landing)).select("CustomerId", "Age")
+        return tables.write_stream(stream, "t_stream", str(checkpoint), keys=["CustomerId"])
+
+    assert tables.stream_input_rows(run()) == 50
+    drop_landing_batch(landing, 1, 30)
+    assert tables.stream_input_rows(run()) == 30
+    assert tables.stream_input_rows(run()) == 0
+    stored = tables.read_table("t_stream").toPandas()
+    assert len(stored) == 80 and stored["CustomerId"].is_unique
+
+
+def test_stream_from_a_parquet_table(target, tmp_path):
+    stream = tables.read_stream("t_target")
+    assert stream.isStreaming and set(stream.columns) == {"id", "day", "value"}
+    tables.drop_table("t_target_copy")
+    tables.write_stream(stream, "t_target_copy", str(tmp_path / "cp"), keys=["id", "day"])
+    pd.testing.assert_frame_equal(rows("t_target_copy"), target, check_dtype=False)
+
+
+def test_empty_landing_folder_needs_a_schema(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="drop a first batch there or pass schema="):
+        tables.read_stream(str(tmp_path / "empty"))
