@@ -1,0 +1,133 @@
+"""Reading judge results, agreement with people, and the promotion rule."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from utils.rag.judges import (
+    JudgeValueError,
+    agreement,
+    correctness_value,
+    count_tokens,
+    professionalism_value,
+    promotion_decision,
+    scores_frame,
+    summary_metrics,
+    trust_verdict,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("value, expected", [("yes", 1), ("No", 0), (True, 1), ('"yes"', 1),
+                                             ("false", 0)])
+def test_correctness_values(value, expected):
+    assert correctness_value(value) == expected
+
+
+def test_correctness_value_from_mlflow_enum():
+    from mlflow.genai.judges import CategoricalRating
+
+    assert correctness_value(CategoricalRating.YES) == 1
+
+
+@pytest.mark.parametrize("value, expected", [(4, 4), ("4", 4), ("4.0", 4), ("3/5", 3), (" 5 ", 5)])
+def test_professionalism_values(value, expected):
+    assert professionalism_value(value) == expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "", None])
+def test_unreadable_correctness(value):
+    with pytest.raises(JudgeValueError, match="neither yes nor no"):
+        correctness_value(value)
+
+
+@pytest.mark.parametrize("value", [0, 6, "4.5", "very professional", None])
+def test_unreadable_professionalism(value):
+    with pytest.raises(JudgeValueError, match="not a grade"):
+        professionalism_value(value)
+
+
+def result_df() -> pd.DataFrame:
+    """The columns `mlflow.genai.evaluate(...).result_df` has (checked on MLflow 3.17)."""
+    nan = float("nan")
+    return pd.DataFrame({
+        "request": [{"question": "q1"}, {"question": "q2"}, {"question": "q3"}],
+        "correctness/value": ["yes", None, "perhaps"],
+        "correctness/rationale": ["r", None, "r"],
+        "correctness/error_message": [None, "Failed to parse response from judge model", None],
+        "professionalism/value": [5, 2, 7],
+        "professionalism/rationale": ["r", "r", "r"],
+        "semantic_similarity/value": [0.9, 0.4, 0.2],
+        "retrieval_hit/value": [True, False, True],
+        "token_count/value": [10, 20, 30],
+        "readability/value": [60.0, 50.0, nan],
+    })
+
+
+def test_scores_frame_keeps_errors_per_row():
+    scores = scores_frame(result_df())
+    assert scores["question"].tolist() == ["q1", "q2", "q3"]
+    assert scores["correctness"].tolist()[0] == 1
+    assert pd.isna(scores.loc[1, "correctness"])
+    assert "parse" in scores.loc[1, "correctness_error"]
+    assert "neither yes nor no" in scores.loc[2, "correctness_error"]  # outside the rubric
+    assert scores["professionalism"].tolist()[:2] == [5, 2]
+    assert "not a grade" in scores.loc[2, "professionalism_error"]
+    assert pd.isna(scores.loc[2, "readability"])
+
+
+def test_summary_counts_judge_errors():
+    metrics = summary_metrics(scores_frame(result_df()))
+    assert metrics["rows"] == 3
+    assert metrics["correctness_rate"] == 1.0  # the only readable verdict
+    assert metrics["retrieval_hit_rate"] == pytest.approx(2 / 3)
+    assert metrics["judge_error_rate"] == pytest.approx(2 / 3)
+
+
+def test_agreement_binary_and_ordinal():
+    perfect = agreement([1, 0, 1, 0], [1, 0, 1, 0], "binary")
+    assert perfect["kappa"] == pytest.approx(1.0) and perfect["exact_agreement"] == 1.0
+    ordinal = agreement([5, 4, 2, 1], [4, 4, 2, 1], "ordinal")
+    assert ordinal["spearman"] > 0.9 and 0 < ordinal["kappa"] <= 1
+
+
+def test_agreement_leaves_out_ungraded_rows_and_flags_constant_judges():
+    stats = agreement([1, 0, 1], [1, None, 1], "binary")
+    assert stats["graded"] == 2 and stats["not_graded"] == 1
+    assert math.isnan(stats["kappa"])  # the judge said "yes" to everything
+    assert "cannot tell answers apart" in trust_verdict(stats)
+    with pytest.raises(ValueError, match="binary"):
+        agreement([1, 2], [1, 2], "interval")
+
+
+def test_trust_verdict_words():
+    assert "usable" in trust_verdict({"kappa": 0.8})
+    assert "loosely" in trust_verdict({"kappa": 0.3})
+    assert "chance" in trust_verdict({"kappa": 0.05, "spearman": -0.1})
+
+
+def test_promotion_passes_only_when_every_check_passes():
+    metrics = {"correctness_rate": 0.8, "retrieval_hit_rate": 0.9, "judge_error_rate": 0.0}
+    passing = promotion_decision(metrics, {"correctness_rate": 0.7, "retrieval_hit_rate": 0.8},
+                                 {"judge_error_rate": 0.1})
+    assert passing.promote and passing.reasons == []
+    failing = promotion_decision(
+        {**metrics, "judge_error_rate": 0.5, "professionalism_mean": float("nan")},
+        {"correctness_rate": 0.9, "professionalism_mean": 3.0}, {"judge_error_rate": 0.1},
+    )
+    assert not failing.promote
+    assert failing.reasons == [
+        "correctness_rate = 0.800, needs >= 0.9",
+        "professionalism_mean was not measured (needs >= 3.0)",
+        "judge_error_rate = 0.500, needs <= 0.1",
+    ]
+    assert failing.checks["correctness_rate"]["passed"] is False
+
+
+def test_token_count():
+    assert count_tokens("An alias, champion.") == 5
+    assert count_tokens("") == 0
