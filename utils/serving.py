@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -147,10 +146,8 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _local_model_path(model_uri: str) -> str:
-    """Check a registry URI (clear error when missing) and download the model once."""
-    import mlflow
-
+def _check_model_uri(model_uri: str) -> None:
+    """A registry URI that names no model, version or alias gets a clear error up front."""
     from utils.tracking import ModelNotFoundError, resolve_model_uri
 
     if model_uri.startswith("models:/"):
@@ -158,6 +155,13 @@ def _local_model_path(model_uri: str) -> str:
             resolve_model_uri(model_uri)
         except ModelNotFoundError as error:
             raise ServingError(f"Cannot serve {model_uri}: {error}") from None
+
+
+def _local_model_path(model_uri: str) -> str:
+    """Check the URI and download the model (a local path is returned as it is)."""
+    import mlflow
+
+    _check_model_uri(model_uri)
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     except Exception as error:  # MLflow raises several types for a missing path or run
@@ -167,22 +171,51 @@ def _local_model_path(model_uri: str) -> str:
 
 
 def serving_command(
-    model_path: str, port: int, host: str, workers: int, timeout: int, guard: bool
+    model: str, port: int, host: str, workers: int, timeout: int, guard: bool
 ) -> tuple[list[str], dict[str, str]]:
-    """The command and environment that serve a downloaded model.
+    """The command and environment that serve `model` (a URI unguarded, a local path guarded).
 
-    Built from MLflow's own `scoring_server.get_cmd` (the uvicorn command `mlflow models serve`
-    runs), with the app swapped for the guarded one when `guard` is on; the interpreter is this
-    one, so the kernel's packages serve the model without relying on `PATH`.
+    Unguarded: `mlflow models serve --env-manager local`, exactly as a user would type it.
+    Guarded: `python -m utils.scoring_app`, which serves MLflow's own scoring app (same model
+    loading, same environment from MLflow's `scoring_server.get_cmd`) behind the guard, under
+    the same uvicorn. Both use this interpreter, so the kernel's packages serve the model.
     """
     from mlflow.pyfunc import scoring_server
 
-    command, env = scoring_server.get_cmd(model_path, port, host, timeout, workers)
-    args = shlex.split(command)
-    assert args[0] == "uvicorn", f"unexpected MLflow serve command: {command}"
-    if guard:
-        args = [*args[:-1], "--factory", "utils.scoring_app:create_app"]
-    args = [sys.executable, "-m", *args, "--timeout-keep-alive", "30", "--no-access-log"]
+    if not guard:
+        env = dict(os.environ)
+        # `mlflow models serve` finds uvicorn on PATH: this interpreter's bin folder first
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        args = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model,
+            "--env-manager",
+            "local",
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ]
+        return args, env
+    _, env = scoring_server.get_cmd(model, port, host, timeout, workers)
+    args = [
+        sys.executable,
+        "-m",
+        "utils.scoring_app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return args, env
 
@@ -223,32 +256,14 @@ def serve_model(
             f"Port {port} on {LOOPBACK} is busy (another server is listening there). "
             "Stop that server, or pass port=None to pick a free port."
         )
-    model_path = _local_model_path(model_uri)
-    args, child_env = serving_command(model_path, port, LOOPBACK, workers, request_timeout, guard)
     if micro_batch and not guard:
         raise ValueError("micro_batch needs the guarded app (guard=True).")
-    if not guard:  # exactly what a user types; MLflow itself downloads and serves the model
-        args = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            LOOPBACK,
-            "-p",
-            str(port),
-            "-w",
-            str(workers),
-        ]
-        # `mlflow models serve` finds uvicorn on PATH: this interpreter's bin folder first
-        child_env["PATH"] = os.pathsep.join(
-            [str(Path(sys.executable).parent), child_env.get("PATH", "")]
-        )
+    if guard:
+        model = _local_model_path(model_uri)
+    else:  # `mlflow models serve` downloads the model itself
+        _check_model_uri(model_uri)
+        model = model_uri
+    args, child_env = serving_command(model, port, LOOPBACK, workers, request_timeout, guard)
     child_env.update(env or {})
     child_env.update(
         MLDEPLOY_SERVING_MAX_BODY_BYTES=str(max_body_bytes),
@@ -439,16 +454,19 @@ def score_model(
 
 
 def error_from_response(status: int, content: bytes) -> ScoringError:
-    """A ScoringError from an error response: MLflow and Databricks send JSON with `error_code`
-    and `message`; some answers (415 from MLflow, proxies) are plain text."""
+    """A ScoringError from an error response. MLflow and Databricks send JSON with `error_code`
+    and `message`; when MLflow's message is generic ("unexpected error while evaluating the
+    model") the cause is the last line of its `stack_trace`, so it is added. Some answers (415
+    from MLflow, proxies) are plain text."""
     try:
         answer = json.loads(content)
-        code, message = (
-            answer.get("error_code", f"HTTP_{status}"),
-            answer.get("message", str(answer)),
-        )
+        code = answer.get("error_code", f"HTTP_{status}")
+        message = answer.get("message", str(answer))
     except (ValueError, AttributeError):
-        code, message = f"HTTP_{status}", content.decode(errors="replace").strip()
+        return ScoringError(status, f"HTTP_{status}", content.decode(errors="replace").strip())
+    trace = [line for line in str(answer.get("stack_trace") or "").splitlines() if line.strip()]
+    if trace and trace[-1].strip() not in message:
+        message = f"{message} Cause: {trace[-1].strip()}"
     return ScoringError(status, code, message)
 
 
