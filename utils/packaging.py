@@ -53,28 +53,39 @@ def build_wheel(package_dir: str | Path, dest: str | Path) -> Path:
     `--no-build-isolation` uses the setuptools already installed instead of downloading one
     into a throw-away build environment, so this works with no package index.
     """
+    import shutil
+    import tempfile
+
     package_dir, dest = Path(package_dir), Path(dest)
     if not (package_dir / "pyproject.toml").exists():
         raise FileNotFoundError(f"{package_dir} has no pyproject.toml: not a buildable package.")
     dest.mkdir(parents=True, exist_ok=True)
-    result = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--wheel-dir",
-            str(dest),
-            str(package_dir),
-        ]
-    )
-    if result.returncode:
-        raise RuntimeError(
-            f"Building {package_dir} failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        # build from a copy: setuptools leaves build/ and *.egg-info next to the sources
+        source = Path(
+            shutil.copytree(
+                package_dir,
+                Path(tmp, package_dir.name),
+                ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+            )
         )
+        result = _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--wheel-dir",
+                str(dest),
+                str(source),
+            ]
+        )
+    if result.returncode:
+        output = result.stdout[-1500:] + result.stderr[-1500:]
+        raise RuntimeError(f"Building {package_dir} failed:\n{output}")
     name = package_dir.name.replace("-", "_")
     wheels = sorted(dest.glob(f"{name}-*.whl"), key=lambda p: p.stat().st_mtime)
     if not wheels:
