@@ -374,8 +374,11 @@ def labelled_rows(table: str, columns: Sequence[str], label_as: str | None = Non
 
 
 def retraining_decision(labelled: int, used_before: int, min_new: int) -> tuple[bool, str]:
-    """Retrain only when there are at least `min_new` labelled rows not used before."""
-    new = labelled - used_before
+    """Retrain only when there are at least `min_new` labelled rows not used before.
+
+    Fewer labelled rows than were used before means the table was rebuilt: all rows are new.
+    """
+    new = labelled - used_before if labelled >= used_before else labelled
     if new >= min_new:
         return True, f"{new} new labelled rows (>= {min_new}): retrain"
     return False, f"only {new} new labelled rows (< {min_new}): keep the champion"

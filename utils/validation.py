@@ -79,6 +79,12 @@ class ValidationReport:
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
+    def check(self, name: str) -> CheckResult:
+        for result in self.checks:
+            if result.check == name:
+                return result
+        raise KeyError(f"No check {name!r}; checks: {[c.check for c in self.checks]}")
+
     @property
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.passed]

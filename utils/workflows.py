@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -330,6 +331,36 @@ def run_job(
         print(run.table())
         print(f"report: {run.report_path}")
     return run
+
+
+def wait_for_metastore(work_dir: Path | None = None, timeout: float = 120.0) -> None:
+    """Wait until no process holds the local Spark metastore of `work_dir`.
+
+    Embedded Derby admits one process, and the Spark JVM of a finished task's kernel can take
+    a few seconds to exit after the kernel; the next task would fail to open the catalog.
+    Derby holds a POSIX lock on `dbex.lck` while it is open, so probing that lock tells.
+    """
+    import fcntl
+
+    from utils.env import work_dir as default_work_dir
+
+    # Derby writes its id into db.lck and holds the OS lock on dbex.lck.
+    lock = (work_dir or default_work_dir()) / "metastore" / "metastore_db" / "dbex.lck"
+    deadline = time.monotonic() + timeout
+    while lock.exists():
+        try:
+            with open(lock, "a") as handle:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(handle, fcntl.LOCK_UN)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"The Spark metastore {lock.parent} is still in use after {timeout:.0f} s; "
+                    "another process (a notebook kernel?) holds it. Stop it or use another "
+                    "work dir."
+                ) from None
+            time.sleep(0.5)
 
 
 def save_report(run: JobRun, folder: Path) -> Path:

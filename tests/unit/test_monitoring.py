@@ -90,6 +90,7 @@ def test_inference_rows_and_retraining_decision():
     assert m.retraining_decision(1200, 1000, 100)[0]
     retrain, reason = m.retraining_decision(1050, 1000, 100)
     assert not retrain and "only 50" in reason
+    assert m.retraining_decision(300, 1000, 100)[0]  # the table was rebuilt: all rows are new
 
 
 # --- the inference table on Spark -----------------------------------------------------------

@@ -183,3 +183,30 @@ def test_unknown_job_or_parameter_is_a_clear_error(tmp_path):
 def test_cli_check_passes_on_the_repository_bundle(capsys):
     assert wf.main(["--check"]) == 0
     assert "0 problems" in capsys.readouterr().out
+
+
+def test_wait_for_metastore_waits_for_the_holder_and_times_out(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    lock = tmp_path / "metastore" / "metastore_db" / "dbex.lck"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time; h = open(sys.argv[1], 'a'); "
+         "fcntl.lockf(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(3)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match="still in use"):
+            wf.wait_for_metastore(tmp_path, timeout=0.5)
+        start = time.monotonic()
+        wf.wait_for_metastore(tmp_path, timeout=20)
+        assert holder.poll() is not None or time.monotonic() - start > 1
+    finally:
+        holder.kill()
+        holder.wait()
+    wf.wait_for_metastore(tmp_path / "nowhere")  # no metastore yet: nothing to wait for
