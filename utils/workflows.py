@@ -299,6 +299,9 @@ def run_job(
         else:
             if verbose:
                 print(f"[{job_key}] {task.key} ...", flush=True)
+            waited = wait_for_metastore(Path(work_dir) if work_dir else None)
+            if verbose and waited >= 1:
+                print(f"[{job_key}] waited {waited:.0f} s for the last task's Spark to exit")
             result = runner(
                 task.notebook,
                 task_parameters(job, task, job_parameters),
@@ -333,8 +336,8 @@ def run_job(
     return run
 
 
-def wait_for_metastore(work_dir: Path | None = None, timeout: float = 120.0) -> None:
-    """Wait until no process holds the local Spark metastore of `work_dir`.
+def wait_for_metastore(work_dir: Path | None = None, timeout: float = 120.0) -> float:
+    """Wait until no process holds the local Spark metastore of `work_dir`; returns seconds.
 
     Embedded Derby admits one process, and the Spark JVM of a finished task's kernel can take
     a few seconds to exit after the kernel; the next task would fail to open the catalog.
@@ -346,21 +349,22 @@ def wait_for_metastore(work_dir: Path | None = None, timeout: float = 120.0) -> 
 
     # Derby writes its id into db.lck and holds the OS lock on dbex.lck.
     lock = (work_dir or default_work_dir()) / "metastore" / "metastore_db" / "dbex.lck"
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
     while lock.exists():
         try:
             with open(lock, "a") as handle:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 fcntl.lockf(handle, fcntl.LOCK_UN)
-            return
+            break
         except OSError:
-            if time.monotonic() > deadline:
+            if time.monotonic() - start > timeout:
                 raise TimeoutError(
                     f"The Spark metastore {lock.parent} is still in use after {timeout:.0f} s; "
                     "another process (a notebook kernel?) holds it. Stop it or use another "
                     "work dir."
                 ) from None
             time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def save_report(run: JobRun, folder: Path) -> Path:

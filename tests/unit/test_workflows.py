@@ -210,3 +210,12 @@ def test_wait_for_metastore_waits_for_the_holder_and_times_out(tmp_path):
         holder.kill()
         holder.wait()
     wf.wait_for_metastore(tmp_path / "nowhere")  # no metastore yet: nothing to wait for
+
+
+def test_runner_waits_for_the_metastore_before_each_task(tmp_path, monkeypatch):
+    waited_for = []
+    monkeypatch.setattr(wf, "wait_for_metastore", lambda work_dir: waited_for.append(work_dir) or 0)
+    path = _write_bundle(tmp_path, _task("a", "a") + _task("b", "b", "a"))
+    wf.run_job("j", wf.load_bundle(path), work_dir=tmp_path / "wd", output_dir=tmp_path / "o",
+               runner=_fake_runner(set(), []), verbose=False)  # fmt: skip
+    assert waited_for == [tmp_path / "wd", tmp_path / "wd"]
