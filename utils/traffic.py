@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,19 @@ def _requirements(uris: Sequence[str]) -> list[str]:
     return list(lines)
 
 
+@dataclass(frozen=True)
+class LoggedRouter:
+    """A logged ABRouter: its ModelInfo, the weights, and the version each variant pins."""
+
+    model_info: Any
+    weights: dict[str, float]
+    versions: dict[str, str]
+
+    @property
+    def model_uri(self) -> str:
+        return self.model_info.model_uri
+
+
 def log_router(
     model_name: str,
     weights: Mapping[str, float],
@@ -231,13 +245,12 @@ def log_router(
     name: str = "ab_router",
     input_example: pd.DataFrame | None = None,
     registered_model_name: str | None = None,
-):
+) -> LoggedRouter:
     """Log an ABRouter over the versions that aliases of `model_name` point to now.
 
     `weights` maps alias to weight, e.g. {"champion": 90, "challenger": 10}. Each alias is
     resolved to its version and that version's files are copied into the router, so moving an
-    alias later does not change a running test; log a new router to change it. Returns the
-    ModelInfo; the variants' versions are in its `model_config`.
+    alias later does not change a running test; log a new router to change it.
     """
     from utils.env import REPO_ROOT
     from utils.tracking import model_uri, resolve_model_uri
@@ -258,7 +271,7 @@ def log_router(
         input_example = input_example.assign(
             **{REQUEST_ID: [f"example-{i}" for i in range(len(input_example))]}
         )
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name=name,
         python_model=ABRouter(),
         artifacts=pinned,
@@ -269,3 +282,4 @@ def log_router(
         pip_requirements=_requirements(list(pinned.values())),
         registered_model_name=registered_model_name,
     )
+    return LoggedRouter(info, dict(weights), versions)
