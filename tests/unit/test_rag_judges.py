@@ -12,6 +12,7 @@ from utils.rag.judges import (
     agreement,
     correctness_value,
     count_tokens,
+    flesch_reading_ease,
     professionalism_value,
     promotion_decision,
     scores_frame,
@@ -126,6 +127,15 @@ def test_promotion_passes_only_when_every_check_passes():
         "judge_error_rate = 0.500, needs <= 0.1",
     ]
     assert failing.checks["correctness_rate"]["passed"] is False
+
+
+def test_readability_offline():
+    easy = flesch_reading_ease("The cat sat on the mat. It was warm.")
+    hard = flesch_reading_ease(
+        "Institutional interoperability necessitates comprehensive organizational standardization."
+    )
+    assert easy > 80 > 0 > hard
+    assert flesch_reading_ease("") == 0.0
 
 
 def test_token_count():

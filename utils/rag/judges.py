@@ -101,10 +101,28 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def flesch_reading_ease(text: str) -> float:
+    """Flesch reading ease (higher is easier: 60-70 plain English, below 30 hard).
+
+    Word and sentence counts come from `textstat`; syllables from `pyphen`'s English
+    hyphenation dictionary, because textstat 0.7's own English syllable counter downloads
+    NLTK's cmudict on first use, and these chapters run offline.
+    """
+    import textstat
+    from pyphen import Pyphen
+
+    words = re.findall(r"[A-Za-z']+", text)
+    if not words:
+        return 0.0
+    hyphenator = Pyphen(lang="en_US")
+    syllables = sum(len(hyphenator.positions(w)) + 1 for w in words)
+    words_per_sentence = textstat.lexicon_count(text) / max(textstat.sentence_count(text), 1)
+    return 206.835 - 1.015 * words_per_sentence - 84.6 * syllables / len(words)
+
+
 def deterministic_scorers() -> list:
     """MLflow scorers that need no judge: semantic_similarity, retrieval_hit, token_count,
     readability."""
-    import textstat
     from mlflow.genai.scorers import scorer
 
     from utils.rag.retriever import cosine_similarity
@@ -126,8 +144,7 @@ def deterministic_scorers() -> list:
     @scorer
     def readability(outputs) -> float:
         """Flesch reading ease: higher is easier (60-70 plain English; below 30 hard)."""
-        text = answer_text(outputs)
-        return round(float(textstat.flesch_reading_ease(text)), 1) if text.strip() else 0.0
+        return round(flesch_reading_ease(answer_text(outputs)), 1)
 
     return [semantic_similarity, retrieval_hit, token_count, readability]
 
