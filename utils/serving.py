@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -150,7 +151,8 @@ def _check_model_uri(model_uri: str) -> None:
     """A registry URI that names no model, version or alias gets a clear error up front."""
     from utils.tracking import ModelNotFoundError, resolve_model_uri
 
-    if model_uri.startswith("models:/"):
+    # models:/NAME@ALIAS and models:/NAME/VERSION; models:/m-<id> (a logged model) is not one
+    if re.match(r"^models:/[^/@]+(@[^/]+|/\d+)$", model_uri):
         try:
             resolve_model_uri(model_uri)
         except ModelNotFoundError as error:
