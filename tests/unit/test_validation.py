@@ -235,3 +235,20 @@ def test_first_version_has_no_champion_to_beat(registry):
     assert report.champion_version is None
     metric_check = next(c for c in report.checks if c.check == "auc_vs_champion")
     assert metric_check.passed and metric_check.threshold == "no champion yet"
+
+
+def test_candidate_alias_is_judged_once_with_its_own_holdout(registry, tmp_path):
+    from utils.retraining import HOLDOUT_ARTIFACT, validate_candidate_alias
+
+    name, _, good, X, y = registry
+    assert validate_candidate_alias(name, "Exited") is None  # no candidate: nothing to do
+    run_id = mlflow.MlflowClient().get_model_version(name, str(good)).run_id
+    holdout = tmp_path / "holdout.parquet"
+    X.assign(Exited=y).to_parquet(holdout)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(holdout), "holdout")
+    assert HOLDOUT_ARTIFACT == "holdout/holdout.parquet"
+    set_alias(name, "candidate", good)
+    result = validate_candidate_alias(name, "Exited")
+    assert result.version == good and len(result.report.checks) == 8
+    assert "candidate" not in get_aliases(name)
