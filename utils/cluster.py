@@ -100,18 +100,33 @@ def start_cluster(
     master_log = log_dir / "master.log"
     cluster.processes.append(
         _spark_class(
-            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-            "--webui-port", str(ui_port), log=master_log, env=env,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui_port),
+            log=master_log,
+            env=env,
         )
     )
     try:
         for index in range(workers):
             cluster.processes.append(
                 _spark_class(
-                    "org.apache.spark.deploy.worker.Worker", cluster.master_url,
-                    "--host", "127.0.0.1", "--cores", str(cores_per_worker),
-                    "--memory", memory_per_worker, "--webui-port", str(free_port()),
-                    log=log_dir / f"worker-{index}.log", env=env,
+                    "org.apache.spark.deploy.worker.Worker",
+                    cluster.master_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(cores_per_worker),
+                    "--memory",
+                    memory_per_worker,
+                    "--webui-port",
+                    str(free_port()),
+                    log=log_dir / f"worker-{index}.log",
+                    env=env,
                 )
             )
         deadline = time.monotonic() + timeout

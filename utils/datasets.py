@@ -51,9 +51,10 @@ _SURNAMES = (
     "Richard Petit Durand Leroy Moreau Simon Laurent Lefebvre Michel Garcia Fernandez Lopez "
     "Martinez Sanchez Perez Gomez Ruiz Hernandez Diaz Moreno Alvarez Romero Alonso Navarro "
     "Muller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter "
-    "Klein Wolf Neumann Schwarz Zimmermann Braun Hartmann Lange Chen Wang Li Zhang Liu Nguyen "
-    "Tran Le Pham Kumar Singh Patel Sharma Okafor Mensah Abara Onwuka Rossi Russo Ferrari Esposito "
-    "Bianchi Romano Colombo Ricci Marino Greco Bruno Gallo Conti Kelly Murphy Walsh Byrne Ryan"
+    "Klein Wolf Neumann Schwarz Zimmermann Braun Hartmann Lange Chen Wang Li Zhang Liu "
+    "Nguyen Tran Le Pham Kumar Singh Patel Sharma Okafor Mensah Abara Onwuka Rossi Russo "
+    "Ferrari Esposito Bianchi Romano Colombo Ricci Marino Greco Bruno Gallo Conti Kelly "
+    "Murphy Walsh Byrne Ryan "
 ).split()
 
 

@@ -54,7 +54,8 @@ def work_dir() -> Path:
 
 
 def work_path(*parts: str) -> Path:
-    """A folder (created) or file path under the work dir, e.g. `work_path("checkpoints", "ch03")`."""
+    """A folder (created) or a file's path (parent created) under the work dir:
+    `work_path("checkpoints", "ch03")`, `work_path("mlflow.db")`."""
     path = work_dir().joinpath(*parts)
     (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)
     return path

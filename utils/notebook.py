@@ -54,7 +54,9 @@ def record(name: str, value: Any) -> None:
         from IPython.display import display
 
         if get_ipython() is not None:
-            display({RECORD_MIME: {name: value}, "text/plain": f"recorded {name} = {value!r}"}, raw=True)
+            display(
+                {RECORD_MIME: {name: value}, "text/plain": f"recorded {name} = {value!r}"}, raw=True
+            )
     except ImportError:
         pass
 
@@ -137,6 +139,14 @@ class _PeakMemory:
             return
         self.peak_bytes = max(self.peak_bytes, total)
 
+    def children(self) -> list:
+        import psutil
+
+        try:
+            return psutil.Process(self.pid).children(recursive=True) if self.pid else []
+        except psutil.Error:
+            return []
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sample()
@@ -183,19 +193,26 @@ def run_notebook(
         nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
     )
     status, error = "ok", ""
+    children: list = []
     start = time.perf_counter()
     with _PeakMemory() as memory:
         try:
-            with client.setup_kernel(env=kernel_env, cwd=str(path.parent)):
+            # cleanup_kc: NotebookClient leaves a kernel it did not create running; shut it down.
+            with client.setup_kernel(env=kernel_env, cwd=str(path.parent), cleanup_kc=True):
                 memory.pid = km.provisioner.process.pid if km.provisioner else None
                 try:
                     client.execute(reset_kc=False)
                 finally:
                     memory.sample()  # a short notebook may end between two samples
+                    children = memory.children()
         except CellExecutionError as exc:
             status, error = "failed", _short_error(str(exc))
         except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        finally:
+            # The kernel's Spark JVM holds the Derby metastore lock until it exits: wait for it,
+            # so the next notebook on the same work dir can open the metastore.
+            _wait_for_exit(children)
     seconds = time.perf_counter() - start
     nbformat.write(nb, output_path)
     return NotebookResult(
@@ -207,6 +224,14 @@ def run_notebook(
         output_path=str(output_path),
         error=error,
     )
+
+
+def _wait_for_exit(processes: list, timeout: float = 30) -> None:
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        process.kill()
 
 
 def _short_error(message: str) -> str:
@@ -223,7 +248,9 @@ def chapter_paths(selection: Sequence[str] = ()) -> list[Path]:
         return paths
     chosen = [p for p in paths if any(p.name.startswith(s) or s in p.stem for s in selection)]
     if not chosen:
-        raise SystemExit(f"No chapter matches {list(selection)}; chapters: {[p.stem for p in paths]}")
+        raise SystemExit(
+            f"No chapter matches {list(selection)}; chapters: {[p.stem for p in paths]}"
+        )
     return chosen
 
 
@@ -242,21 +269,39 @@ def summary_table(results: Sequence[NotebookResult], key_limit: int = 6) -> str:
             for k, v in list(r.recorded.items())[:key_limit]
             if not isinstance(v, dict | list)
         )
-        rows.append((r.notebook.removesuffix(".ipynb"), r.status, f"{r.seconds:.0f}", f"{r.peak_rss_mb:.0f}", keys))
+        rows.append(
+            (
+                r.notebook.removesuffix(".ipynb"),
+                r.status,
+                f"{r.seconds:.0f}",
+                f"{r.peak_rss_mb:.0f}",
+                keys,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        lines.append(
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+            + "  "
+            + row[4]
+        )
         if i == 0:
             lines.append("-" * (sum(widths) + 8 + len("key results")))
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run chapter notebooks and print what they recorded.")
+    parser = argparse.ArgumentParser(
+        description="Run chapter notebooks and print what they recorded."
+    )
     parser.add_argument("chapters", nargs="*", help="chapter numbers or names (default: all)")
     parser.add_argument(
-        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="parameter for every chapter (repeatable), e.g. -p N_ROWS=2000",
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
@@ -279,8 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_table(results))
     report = work_path("executed") / "summary.json"
     report.write_text(json.dumps([r.__dict__ for r in results], indent=2))
-    print(f"\nExecuted notebooks and summary.json are in {report.parent} "
-          f"(work dir: ${WORK_DIR_ENV} or .local/).")
+    print(
+        f"\nExecuted notebooks and summary.json are in {report.parent} "
+        f"(work dir: ${WORK_DIR_ENV} or .local/)."
+    )
     return 0 if all(r.ok for r in results) else 1
 
 

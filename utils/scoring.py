@@ -22,9 +22,16 @@ _COMPATIBLE = {
     "binary": {"binary"},
 }
 _PANDAS_TO_SPARK = {
-    "int64": "bigint", "int32": "int", "int16": "smallint", "int8": "tinyint",
-    "float64": "double", "float32": "float", "object": "string", "string": "string",
-    "bool": "boolean", "datetime64[ns]": "timestamp",
+    "int64": "bigint",
+    "int32": "int",
+    "int16": "smallint",
+    "int8": "tinyint",
+    "float64": "double",
+    "float32": "float",
+    "object": "string",
+    "string": "string",
+    "bool": "boolean",
+    "datetime64[ns]": "timestamp",
 }
 
 

@@ -167,7 +167,9 @@ def merge_table(
     source when inserting. Running the same merge twice changes nothing the second time.
     """
     if when_matched not in ("update", "ignore") or when_not_matched not in ("insert", "ignore"):
-        raise ValueError("when_matched is 'update' or 'ignore'; when_not_matched 'insert' or 'ignore'")
+        raise ValueError(
+            "when_matched is 'update' or 'ignore'; when_not_matched 'insert' or 'ignore'"
+        )
     keys = list(keys)
     source = _to_spark(source)
     insert = when_not_matched == "insert"
@@ -214,10 +216,15 @@ def _merge_delta(source, qualified: str, keys: list[str], when_matched: str, ins
     clauses = []
     updates = [c for c in source.columns if c not in keys]
     if when_matched == "update" and updates:
-        clauses.append("WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.`{c}` = s.`{c}`" for c in updates))
+        clauses.append(
+            "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.`{c}` = s.`{c}`" for c in updates)
+        )
     if insert:
         cols = ", ".join(f"`{c}`" for c in source.columns)
-        clauses.append(f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({', '.join('s.' + c for c in source.columns)})")
+        clauses.append(
+            f"WHEN NOT MATCHED THEN INSERT ({cols}) "
+            f"VALUES ({', '.join(f's.`{c}`' for c in source.columns)})"
+        )
     try:
         get_spark().sql(f"MERGE INTO {qualified} t USING {view} s ON {on} " + " ".join(clauses))
     finally:
@@ -228,7 +235,9 @@ def _partition_columns(qualified: str) -> list[str]:
     return [c.name for c in get_spark().catalog.listColumns(qualified) if c.isPartition]
 
 
-def _merge_parquet(source, qualified: str, keys: list[str], when_matched: str, insert: bool) -> None:
+def _merge_parquet(
+    source, qualified: str, keys: list[str], when_matched: str, insert: bool
+) -> None:
     """Rewrite only the partitions a merge touches: stage their new content, then overwrite
     them with dynamic partition overwrite and drop partitions left empty."""
     spark = get_spark()
@@ -253,7 +262,9 @@ def _merge_parquet(source, qualified: str, keys: list[str], when_matched: str, i
         if old_rows is not None:
             affected = affected.unionByName(old_rows.select(*parts))
         affected = affected.distinct()
-        kept = target.join(affected, [target[p].eqNullSafe(affected[p]) for p in parts], "left_semi")
+        kept = target.join(
+            affected, [target[p].eqNullSafe(affected[p]) for p in parts], "left_semi"
+        )
     else:
         kept = target
     if when_matched == "update":
@@ -264,9 +275,7 @@ def _merge_parquet(source, qualified: str, keys: list[str], when_matched: str, i
     new_content.write.format("parquet").saveAsTable(staging)
     try:
         staged = spark.table(staging).select(*columns)
-        affected_values = (
-            [tuple(r) for r in affected.collect()] if parts else []
-        )
+        affected_values = [tuple(r) for r in affected.collect()] if parts else []
         staged.write.insertInto(qualified, overwrite=True)
         if parts:
             present = {tuple(r) for r in staged.select(*parts).distinct().collect()}
@@ -297,7 +306,9 @@ def table_location(name: str) -> str:
     raise TableNotFoundError(f"Table '{name}' has no storage location.")
 
 
-def read_stream(source: str, file_format: str = "parquet", schema=None, max_files_per_trigger: int | None = None):
+def read_stream(
+    source: str, file_format: str = "parquet", schema=None, max_files_per_trigger: int | None = None
+):
     """A streaming DataFrame over a table name or over a folder where files land.
 
     A Delta table streams its commits; a Parquet table streams the files of its location. A
@@ -349,8 +360,14 @@ def write_stream(
         finally:
             rows.unpersist()
 
-    writer = stream.writeStream.foreachBatch(write_batch).option("checkpointLocation", str(checkpoint))
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=processing_time)
+    writer = stream.writeStream.foreachBatch(write_batch).option(
+        "checkpointLocation", str(checkpoint)
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=processing_time)
+    )
     query = writer.start()
     if available_now:
         query.awaitTermination()

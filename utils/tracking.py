@@ -98,7 +98,8 @@ def get_aliases(name: str) -> dict[str, int]:
     except MlflowException:
         raise ModelNotFoundError(
             f"No registered model '{model_name(name)}'. Registered models: "
-            f"{registered_model_names() or 'none'}. Run chapter 01 or utils.tracking.ensure_champion."
+            f"{registered_model_names() or 'none'}. "
+            "Run chapter 01 or utils.tracking.ensure_champion."
         ) from None
     return {alias: int(version) for alias, version in model.aliases.items()}
 
@@ -151,7 +152,9 @@ def resolve_model_uri(uri: str):
         return client.get_model_version_by_alias(name, match["alias"])
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     if int(match["version"]) not in versions:
-        raise ModelNotFoundError(f"Model '{name}' has no version {match['version']}; versions: {versions}.")
+        raise ModelNotFoundError(
+            f"Model '{name}' has no version {match['version']}; versions: {versions}."
+        )
     return client.get_model_version(name, match["version"])
 
 
@@ -168,9 +171,7 @@ def load_model(uri: str):
     return mlflow.pyfunc.load_model(uri)
 
 
-def ensure_champion(
-    name: str, with_challenger: bool = False, size: int = 5_000, seed: int = 42
-):
+def ensure_champion(name: str, with_challenger: bool = False, size: int = 5_000, seed: int = 42):
     """The `champion` version of `name`, training and registering one when there is none.
 
     Any chapter calls this first, so it can run alone on a fresh machine. With
@@ -204,7 +205,10 @@ def ensure_champion(
                 "Bank churn classifier (one-hot + scaling + gradient boosting) trained on "
                 f"{size} generated customers; predicts Exited (1 = churns)."
             ),
-            tags={"trained_by": "utils.tracking.ensure_champion", "test_auc": f"{trained.metrics['auc']:.4f}"},
+            tags={
+                "trained_by": "utils.tracking.ensure_champion",
+                "test_auc": f"{trained.metrics['auc']:.4f}",
+            },
             aliases=[alias],
         )
     return _client().get_model_version_by_alias(model_name(name), CHAMPION)

@@ -40,7 +40,10 @@ def build_churn_pipeline(
         ]
     )
     classifier = GradientBoostingClassifier(
-        n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, random_state=seed
+        n_estimators=n_estimators,
+        learning_rate=learning_rate,
+        max_depth=max_depth,
+        random_state=seed,
     )
     return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
 
@@ -55,7 +58,9 @@ def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, flo
     }
 
 
-def train_churn_model(df: pd.DataFrame, test_size: float = 0.25, seed: int = 42, **params) -> TrainedModel:
+def train_churn_model(
+    df: pd.DataFrame, test_size: float = 0.25, seed: int = 42, **params
+) -> TrainedModel:
     """Fit `build_churn_pipeline(**params)` on a stratified split and evaluate it on the rest."""
     X, y = split_features_label(df)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -71,7 +76,9 @@ def prediction_output(pipeline: Pipeline, X: pd.DataFrame) -> pd.Series:
     return pd.Series(pipeline.predict(X), name="prediction")
 
 
-def log_churn_model(trained: TrainedModel, name: str = "model", registered_model_name: str | None = None):
+def log_churn_model(
+    trained: TrainedModel, name: str = "model", registered_model_name: str | None = None
+):
     """Log a trained churn pipeline with signature, input example and pinned requirements."""
     import mlflow
     from mlflow.models import infer_signature

@@ -65,7 +65,10 @@ def test_landing_batches_never_share_ids(tmp_path):
     second = drop_landing_batch(tmp_path, 1, 200)
     ids = pd.concat([pd.read_parquet(first), pd.read_parquet(second)])["CustomerId"]
     assert ids.is_unique and len(ids) == 400
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_00000.parquet", "batch_00001.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "batch_00000.parquet",
+        "batch_00001.parquet",
+    ]
 
 
 def test_landing_batch_size_limit(tmp_path):

@@ -77,14 +77,22 @@ def test_wrong_type_names_the_parameter(monkeypatch):
 
 @pytest.mark.parametrize(
     ("value", "default", "expected"),
-    [("1_000", 5, 1000), (3.0, 5, 3), ("yes", False, True), ('["a", "b"]', ["x"], ["a", "b"]),
-     ('{"k": 1}', {}, {"k": 1}), (7, "name", "7")],
+    [
+        ("1_000", 5, 1000),
+        (3.0, 5, 3),
+        ("yes", False, True),
+        ('["a", "b"]', ["x"], ["a", "b"]),
+        ('{"k": 1}', {}, {"k": 1}),
+        (7, "name", "7"),
+    ],
 )
 def test_coerce(value, default, expected):
     assert env.coerce("P", value, default) == expected
 
 
-@pytest.mark.parametrize(("value", "default"), [("maybe", True), ("2.5", 1), ("[1]", {}), ("x", 1.0)])
+@pytest.mark.parametrize(
+    ("value", "default"), [("maybe", True), ("2.5", 1), ("[1]", {}), ("x", 1.0)]
+)
 def test_coerce_rejects(value, default):
     with pytest.raises(ParameterError, match="Parameter P="):
         env.coerce("P", value, default)

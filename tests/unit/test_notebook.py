@@ -19,7 +19,9 @@ pytestmark = pytest.mark.unit
 def make_notebook(path, *cells, parameters="N = get_param('N', 1)"):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("from utils.env import get_param\nfrom utils.notebook import record"),
+        nbformat.v4.new_code_cell(
+            "from utils.env import get_param\nfrom utils.notebook import record"
+        ),
         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
         *[nbformat.v4.new_code_cell(c) for c in cells],
     ]
@@ -28,7 +30,12 @@ def make_notebook(path, *cells, parameters="N = get_param('N', 1)"):
 
 
 def test_jsonable_converts_numpy_and_nested_values():
-    value = {"a": np.int64(3), "b": np.array([1.5, 2.0]), "c": (np.float32(0.5),), "d": float("nan")}
+    value = {
+        "a": np.int64(3),
+        "b": np.array([1.5, 2.0]),
+        "c": (np.float32(0.5),),
+        "d": float("nan"),
+    }
     assert _jsonable(value) == {"a": 3, "b": [1.5, 2.0], "c": [0.5], "d": "nan"}
 
 
@@ -49,7 +56,9 @@ def test_inject_parameters_needs_a_parameters_cell():
 def test_recorded_values_reads_the_record_mime_type():
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("")
-    cell.outputs = [nbformat.v4.new_output("display_data", data={RECORD_MIME: {"rows": 3}, "text/plain": "x"})]
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={RECORD_MIME: {"rows": 3}, "text/plain": "x"})
+    ]
     nb.cells = [cell]
     assert recorded_values(nb) == {"rows": 3}
 
@@ -61,11 +70,15 @@ def test_run_notebook_injects_and_returns_recorded_values(tmp_path):
     assert result.recorded == {"n_squared": 49}
     assert result.peak_rss_mb > 10 and result.seconds > 0
     assert (tmp_path / "out" / "ok.ipynb").exists()
-    assert nbformat.read(path, as_version=4).cells[1].metadata["tags"] == ["parameters"]  # source untouched
+    assert nbformat.read(path, as_version=4).cells[1].metadata["tags"] == [
+        "parameters"
+    ]  # source untouched
 
 
 def test_run_notebook_reports_a_failing_cell(tmp_path):
-    path = make_notebook(tmp_path / "bad.ipynb", "record('before', 1)", "raise ValueError('boom here')")
+    path = make_notebook(
+        tmp_path / "bad.ipynb", "record('before', 1)", "raise ValueError('boom here')"
+    )
     result = run_notebook(path, output_dir=tmp_path / "out")
     assert result.status == "failed"
     assert "ValueError" in result.error and "boom here" in result.error

@@ -12,13 +12,17 @@ EXPECTED = {"CreditScore": "long", "Geography": "string", "Balance": "double"}
 def test_accepts_matching_and_compatible_columns():
     rows = make_churn(5)
     assert check_scoring_columns(rows, EXPECTED) == list(EXPECTED)
-    widened = rows.assign(Balance=rows["Balance"].astype("float32"), CreditScore=rows["CreditScore"].astype("int32"))
+    widened = rows.assign(
+        Balance=rows["Balance"].astype("float32"), CreditScore=rows["CreditScore"].astype("int32")
+    )
     assert check_scoring_columns(widened, EXPECTED) == list(EXPECTED)
 
 
 def test_missing_column_names_expected_and_given():
     rows = make_churn(5).drop(columns=["Balance"])
-    with pytest.raises(ScoringSchemaError, match=r"missing column\(s\) \['Balance'\].*Expected:.*given:"):
+    with pytest.raises(
+        ScoringSchemaError, match=r"missing column\(s\) \['Balance'\].*Expected:.*given:"
+    ):
         check_scoring_columns(rows, EXPECTED)
 
 

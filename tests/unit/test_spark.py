@@ -32,7 +32,9 @@ def test_old_java_says_which_version_was_found(monkeypatch, tmp_path):
 
 @pytest.mark.unit
 def test_java_17_is_accepted(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAVA_HOME", str(fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15')))
+    monkeypatch.setenv(
+        "JAVA_HOME", str(fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15'))
+    )
     assert check_java() == 17
 
 

@@ -11,7 +11,9 @@ pytestmark = pytest.mark.spark
 
 
 def rows(table):
-    frame = tables.read_table(table).toPandas()[["id", "day", "value"]]  # partition columns come last
+    frame = tables.read_table(table).toPandas()[
+        ["id", "day", "value"]
+    ]  # partition columns come last
     return frame.sort_values(["id", "day"]).reset_index(drop=True)
 
 
@@ -24,7 +26,9 @@ def reference_upsert(target: pd.DataFrame, source: pd.DataFrame, keys) -> pd.Dat
 
 @pytest.fixture
 def target():
-    frame = pd.DataFrame({"id": [1, 2, 3, 4], "day": ["d1", "d1", "d2", "d2"], "value": [10.0, 20.0, 30.0, 40.0]})
+    frame = pd.DataFrame(
+        {"id": [1, 2, 3, 4], "day": ["d1", "d1", "d2", "d2"], "value": [10.0, 20.0, 30.0, 40.0]}
+    )
     tables.write_table(frame, "t_target", partition_by=["day"])
     return frame
 
@@ -35,7 +39,9 @@ def test_write_and_read(target):
 
 def test_missing_table_names_table_and_producer():
     tables.register_producer("t_missing", "chapter 42 (utils.example.make_it)")
-    with pytest.raises(TableNotFoundError, match=r"'t_missing' does not exist\. It is created by chapter 42"):
+    with pytest.raises(
+        TableNotFoundError, match=r"'t_missing' does not exist\. It is created by chapter 42"
+    ):
         tables.read_table("t_missing")
     with pytest.raises(TableNotFoundError, match="Existing tables"):
         tables.read_table("t_other_missing")
@@ -78,18 +84,32 @@ def test_update_only_counts_unknown_keys_and_changes_nothing_for_them(target):
 
 
 def test_partial_columns_update_keeps_other_columns():
-    frame = pd.DataFrame({"id": [1, 2], "day": ["d1", "d1"], "value": [1.0, 2.0], "label": [None, None]})
+    frame = pd.DataFrame(
+        {"id": [1, 2], "day": ["d1", "d1"], "value": [1.0, 2.0], "label": [None, None]}
+    )
     frame["label"] = frame["label"].astype("float64")
     tables.write_table(frame, "t_partial")
-    merge_table(pd.DataFrame({"id": [2], "label": [1.0]}), "t_partial", ["id"], when_not_matched="ignore")
+    merge_table(
+        pd.DataFrame({"id": [2], "label": [1.0]}), "t_partial", ["id"], when_not_matched="ignore"
+    )
     stored = tables.read_table("t_partial").toPandas().set_index("id")
-    assert stored.loc[2, "label"] == 1.0 and stored.loc[2, "value"] == 2.0 and pd.isna(stored.loc[1, "label"])
+    assert (
+        stored.loc[2, "label"] == 1.0
+        and stored.loc[2, "value"] == 2.0
+        and pd.isna(stored.loc[1, "label"])
+    )
 
 
 def test_merge_refuses_repeated_keys_and_missing_key(target):
     with pytest.raises(SchemaMismatchError, match="repeat merge keys"):
-        merge_table(pd.DataFrame({"id": [1, 1], "day": ["d1", "d1"], "value": [1.0, 2.0]}), "t_target", ["id", "day"])
-    with pytest.raises(SchemaMismatchError, match=r"Merge key \['day'\] is missing from the source"):
+        merge_table(
+            pd.DataFrame({"id": [1, 1], "day": ["d1", "d1"], "value": [1.0, 2.0]}),
+            "t_target",
+            ["id", "day"],
+        )
+    with pytest.raises(
+        SchemaMismatchError, match=r"Merge key \['day'\] is missing from the source"
+    ):
         merge_table(pd.DataFrame({"id": [1], "value": [1.0]}), "t_target", ["id", "day"])
     with pytest.raises(SchemaMismatchError, match=r"lack table columns \['value'\]"):
         merge_table(pd.DataFrame({"id": [1], "day": ["d1"]}), "t_target", ["id", "day"])

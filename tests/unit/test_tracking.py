@@ -52,7 +52,11 @@ def test_champion_has_description_tags_and_signature(champion):
 def test_register_with_description_tags_and_alias(champion):
     source = f"models:/{champion.name}/{champion.version}"
     version = register_model(
-        source, "tracking_copy", description="copy for a test", tags={"team": "qa"}, aliases=["candidate"]
+        source,
+        "tracking_copy",
+        description="copy for a test",
+        tags={"team": "qa"},
+        aliases=["candidate"],
     )
     assert version.description == "copy for a test"
     assert version.tags["team"] == "qa"
@@ -67,7 +71,9 @@ def test_unknown_alias_lists_existing_aliases(champion):
 
 
 def test_unknown_model_lists_registered_models(champion):
-    with pytest.raises(ModelNotFoundError, match=r"No registered model 'nope'.*tracking_test_model"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"No registered model 'nope'.*tracking_test_model"
+    ):
         load_model("models:/nope@champion")
 
 
