@@ -294,6 +294,13 @@ def drift_report(
     return pd.DataFrame(rows).sort_values("psi", ascending=False, ignore_index=True)
 
 
+def _window_label(start) -> str:
+    stamp = pd.Timestamp(start)
+    return (
+        stamp.strftime("%Y-%m-%d") if stamp == stamp.normalize() else stamp.strftime("%m-%d %H:%M")
+    )
+
+
 def drift_by_window(
     table: str, reference: pd.DataFrame, features: Sequence[str], window: str = "1 day"
 ) -> pd.DataFrame:
@@ -307,7 +314,7 @@ def drift_by_window(
     )
     return pd.DataFrame(
         {
-            start.strftime("%Y-%m-%d %H:%M"): {
+            _window_label(start): {
                 f: population_stability_index(reference[f], group[f]) for f in features
             }
             for start, group in rows.groupby("window_start")
@@ -319,15 +326,18 @@ def plot_accuracy(frame: pd.DataFrame, title: str = "Accuracy by model version")
     """Accuracy per window, one line per model version (from `accuracy_by_version`)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
     labelled = frame[frame["labelled"] > 0]
+    windows = sorted(labelled["window_start"].unique())
+    position = {w: i for i, w in enumerate(windows)}
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(windows) + 2), 3.4))
     for version, part in labelled.groupby(MODEL_VERSION):
-        ax.plot(part["window_start"], part["accuracy"], marker="o", label=f"version {version}")
+        x = [position[w] for w in part["window_start"]]
+        ax.plot(x, part["accuracy"], marker="o", label=f"version {version}")
+    ax.set_xticks(range(len(windows)), [_window_label(w) for w in windows])
     ax.set_ylabel("accuracy on labelled rows")
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
     fig.tight_layout()
     return fig
 
@@ -336,23 +346,15 @@ def plot_drift(by_window: pd.DataFrame, title: str = "Feature drift against trai
     """A heat map of PSI, features x windows (from `drift_by_window`), with the usual bands."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(by_window) + 1.6))
-    image = ax.imshow(
-        by_window.to_numpy(float), cmap="Reds", vmin=0, vmax=max(0.5, by_window.max().max())
-    )
+    values = by_window.to_numpy(float)
+    fig, ax = plt.subplots(figsize=(1.1 * by_window.shape[1] + 3.5, 0.32 * len(by_window) + 1.4))
+    image = ax.imshow(values, cmap="Reds", vmin=0, vmax=max(0.5, values.max()), aspect="auto")
     ax.set_xticks(range(by_window.shape[1]), by_window.columns, rotation=30, ha="right")
     ax.set_yticks(range(len(by_window)), by_window.index)
-    for (i, j), value in np.ndenumerate(by_window.to_numpy(float)):
-        ax.text(
-            j,
-            i,
-            f"{value:.2f}",
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white" if value > PSI_MAJOR else "black",
-        )
-    fig.colorbar(image, ax=ax, label=f"PSI (moderate {PSI_MODERATE}, major {PSI_MAJOR})")
+    for (i, j), value in np.ndenumerate(values):
+        color = "white" if value > PSI_MAJOR else "black"
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, label=f"PSI (moderate > {PSI_MODERATE}, major > {PSI_MAJOR})")
     ax.set_title(title)
     fig.tight_layout()
     return fig
