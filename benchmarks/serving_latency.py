@@ -337,9 +337,13 @@ One-row churn request (`dataframe_split`), keep-alive clients, {CONCURRENCY} cli
 |---|---|
 {step_lines}
 
-The rest of a served request (served p50 {figures["served_p50_ms_c1"]} ms minus MLflow's
-`invocations()` {figures["mlflow_invocations_p50_ms"]} ms) is HTTP, uvicorn, FastAPI's
-middleware, the thread hop and the client.
+The model's own predict is most of a request: for this pipeline, scikit-learn's per-call work
+(the ColumnTransformer selecting, validating and encoding columns of a one-row DataFrame), not
+arithmetic; it costs about the same for 1 row as for 30, which is why micro-batching pays.
+Parsing the JSON into a DataFrame comes next; signature enforcement and writing the answer are
+small. The rest of a served request (served p50 {figures["served_p50_ms_c1"]} ms minus
+MLflow's `invocations()` {figures["mlflow_invocations_p50_ms"]} ms, steps measured at another
+moment of the same run) is HTTP, uvicorn, FastAPI's middleware, the thread hop and the client.
 
 <details><summary>cProfile of 200 calls of MLflow's invocations()</summary>
 
@@ -353,7 +357,8 @@ middleware, the thread hop and the client.
 1. **TCP_NODELAY with several workers.** uvicorn {machine["uvicorn"]} binds the listening
    socket with protocol 0 when it runs several workers, and asyncio then leaves Nagle's
    algorithm on (Kludex/uvicorn#3149): each keep-alive request waits for a delayed ACK.
-   `mlflow models serve -w 2`: p50 {figures["stock_2_workers_p50_ms_c1"]} ms at one client;
+   At one client, `mlflow models serve -w 2`: p50 {figures["stock_2_workers_p50_ms_c1"]} ms
+   (`-w 1`: {figures["stock_1_worker_p50_ms_c1"]} ms);
    `serve_model(workers=2)`, which creates the listener as a TCP socket
    (`utils.scoring_app.tcp_listener`): {figures["served_p50_ms_c1"]} ms.
 2. **Micro-batching** (`serve_model(micro_batch=True)`): requests that arrive while the model
@@ -376,7 +381,8 @@ middleware, the thread hop and the client.
 Goals from the issue, on 2 shared cores: server overhead over in-process p50 at one client
 <= 2 ms (measured {figures["p50_overhead_ms_c1"]} ms); >= 300 req/s at 8 clients (measured
 {figures["rps_c8"]}); router overhead <= 15 % (measured
-{(figures["router_overhead_ratio"] - 1) * 100:.0f} %).
+{(figures["router_overhead_ratio"] - 1) * 100:.0f} %). Read them against the load average
+above: with other jobs on the same two cores, this process got a fraction of the CPU.
 """
     (RESULTS / "serving_latency.md").write_text(text)
 

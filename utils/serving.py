@@ -6,6 +6,9 @@ local` runs) under uvicorn on 127.0.0.1, behind the thin guard of `utils.scoring
 size, JSON nesting, optional bearer token); `guard=False` runs the `mlflow models serve` command
 itself. The server lives exactly as long as its `ModelServer`: a context manager, `stop()`, and
 an exit hook make sure no server outlives the notebook or test that started it.
+
+The client (`utils.scoring_client`) and the Databricks endpoint helpers (`utils.endpoints`)
+live in modules of their own and are re-exported here, so a chapter imports from one place.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import math
 import os
 import re
 import signal
@@ -22,38 +24,56 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from utils.endpoints import deploy_endpoint, endpoint_config, served_entity, traffic_routes
 from utils.env import REPO_ROOT, work_path
+from utils.scoring_client import (
+    DATABRICKS_MAX_PAYLOAD_BYTES,
+    PAYLOAD_FORMATS,
+    PayloadTooLargeError,
+    ScoringError,
+    build_payload,
+    check_payload_size,
+    error_from_response,
+    predictions_frame,
+    score_in_chunks,
+    score_model,
+)
 
-DATABRICKS_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # Databricks Model Serving's per-request limit
-PAYLOAD_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv")
+__all__ = [  # the client and the Databricks helpers are re-exported: one import for chapters
+    "DATABRICKS_MAX_PAYLOAD_BYTES",
+    "PAYLOAD_FORMATS",
+    "LOOPBACK",
+    "ModelServer",
+    "PayloadTooLargeError",
+    "ScoringError",
+    "ServingError",
+    "build_payload",
+    "check_payload_size",
+    "deploy_endpoint",
+    "endpoint_config",
+    "error_from_response",
+    "free_port",
+    "port_is_free",
+    "predictions_frame",
+    "score_in_chunks",
+    "score_model",
+    "serve_model",
+    "served_entity",
+    "serving_command",
+    "stop_all_servers",
+    "traffic_routes",
+]
+
 LOOPBACK = "127.0.0.1"
 
 
 class ServingError(RuntimeError):
     """A scoring server could not start (busy port, missing model, crash at start)."""
-
-
-class PayloadTooLargeError(ValueError):
-    """A request body is over the size an endpoint accepts; nothing was sent."""
-
-
-class ScoringError(RuntimeError):
-    """A scoring request failed: HTTP status, MLflow/Databricks `error_code` and message."""
-
-    def __init__(self, status: int, error_code: str, message: str):
-        self.status, self.error_code, self.message = status, error_code, message
-        super().__init__(f"HTTP {status} {error_code}: {message}")
-
-
-# --------------------------------------------------------------------------- server lifecycle
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -321,257 +341,4 @@ def _wait_until_ready(server: ModelServer, timeout: float) -> None:
     raise ServingError(
         f"The scoring server for {server.model_uri} did not answer /ping within {timeout:.0f} s. "
         f"Last lines of {server.log_path}:\n{server.log_tail()}"
-    )
-
-
-# --------------------------------------------------------------------------- payloads and client
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, pd.Timestamp | np.datetime64):
-        return pd.Timestamp(value).isoformat()
-    raise TypeError(f"Cannot send a {type(value).__name__} in a JSON payload: {value!r}")
-
-
-def _plain(frame: pd.DataFrame) -> pd.DataFrame:
-    """Missing values as None (JSON null): NaN is not valid JSON."""
-    return frame.astype(object).where(frame.notna(), None)
-
-
-def build_payload(
-    data: pd.DataFrame | np.ndarray | Mapping[str, Any] | Sequence[Any],
-    format: str = "dataframe_split",
-    *,
-    azure: bool = False,
-    params: Mapping[str, Any] | None = None,
-) -> tuple[bytes, str]:
-    """The request body and content type for `data` in one of PAYLOAD_FORMATS.
-
-    - `dataframe_split`: columns once, then rows as lists (compact);
-    - `dataframe_records`: one object per row (readable, repeats the names);
-    - `instances`: row-major tensors/rows; every instance shares dimension 0;
-    - `inputs`: columnar (a dict of columns, or one tensor); counts may differ per input;
-    - `csv`: `text/csv` with a header row.
-    `azure=True` wraps the JSON payload in `input_data`, the shape Azure ML online endpoints
-    take (`dataframe_split` content without its key). `params` go along as MLflow `params`.
-    """
-    if format not in PAYLOAD_FORMATS:
-        raise ValueError(f"Unknown payload format {format!r}; use one of {PAYLOAD_FORMATS}.")
-    if format == "csv":
-        if azure or params:
-            raise ValueError(
-                "CSV payloads carry neither `params` nor the Azure `input_data` wrapper."
-            )
-        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
-        return frame.to_csv(index=False).encode(), "text/csv"
-    if isinstance(data, pd.DataFrame):
-        plain = _plain(data)
-        content = {
-            "dataframe_split": lambda: {
-                "columns": list(plain.columns),
-                "data": plain.values.tolist(),
-            },
-            "dataframe_records": lambda: plain.to_dict(orient="records"),
-            "instances": lambda: plain.to_dict(orient="records"),
-            "inputs": lambda: plain.to_dict(orient="list"),
-        }[format]()
-    elif isinstance(data, np.ndarray):
-        if format.startswith("dataframe_"):
-            raise ValueError(
-                "A numpy array has no column names: send it as `instances` or `inputs`."
-            )
-        content = data.tolist()
-    else:
-        content = data
-    body = {"input_data": content} if azure else {format: content}
-    if params:
-        body["params"] = dict(params)
-    return json.dumps(body, default=_json_default, allow_nan=False).encode(), "application/json"
-
-
-def check_payload_size(body: bytes, limit: int = DATABRICKS_MAX_PAYLOAD_BYTES) -> None:
-    if len(body) > limit:
-        raise PayloadTooLargeError(
-            f"The payload is {len(body) / 2**20:.1f} MB; endpoints accept at most "
-            f"{limit / 2**20:.0f} MB per request (the Databricks Model Serving limit). Nothing was "
-            "sent. Send fewer rows per request: score_in_chunks(url, frame, chunk_rows=256)."
-        )
-
-
-_sessions = threading.local()
-
-
-def _session():
-    """One keep-alive HTTP session per thread: reconnecting costs more than a small predict."""
-    import requests
-
-    if not hasattr(_sessions, "session"):
-        _sessions.session = requests.Session()
-    return _sessions.session
-
-
-def predictions_frame(answer: Any) -> pd.DataFrame:
-    """Predictions from a response (`{"predictions": ...}` or a bare list) as a DataFrame."""
-    predictions = answer.get("predictions", answer) if isinstance(answer, dict) else answer
-    if isinstance(predictions, dict):
-        return pd.DataFrame(predictions)
-    if predictions and isinstance(predictions[0], dict):
-        return pd.DataFrame.from_records(predictions)
-    return pd.DataFrame({"prediction": predictions})
-
-
-def score_model(
-    url: str,
-    data: Any,
-    format: str = "dataframe_split",
-    *,
-    azure: bool = False,
-    token: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-    max_bytes: int = DATABRICKS_MAX_PAYLOAD_BYTES,
-) -> pd.DataFrame:
-    """Score `data` at `url` (a server root or its `/invocations`) and return the predictions.
-
-    Works against the local server, a Databricks serving endpoint (`.../invocations` with a
-    token) or an Azure ML endpoint (`azure=True`). A payload over `max_bytes` is refused before
-    sending; a failed request raises ScoringError with status, `error_code` and message.
-    """
-    body, content_type = build_payload(data, format, azure=azure, params=params)
-    check_payload_size(body, max_bytes)
-    if not url.rstrip("/").endswith("/invocations") and "/serving-endpoints/" not in url:
-        url = url.rstrip("/") + "/invocations"
-    sent_headers = {"Content-Type": content_type, **(headers or {})}
-    if token:
-        sent_headers["Authorization"] = f"Bearer {token}"
-    response = _session().post(url, data=body, headers=sent_headers, timeout=timeout)
-    if response.status_code >= 400:
-        raise error_from_response(response.status_code, response.content)
-    return predictions_frame(response.json())
-
-
-def error_from_response(status: int, content: bytes) -> ScoringError:
-    """A ScoringError from an error response. MLflow and Databricks send JSON with `error_code`
-    and `message`; when MLflow's message is generic ("unexpected error while evaluating the
-    model") the cause is the last line of its `stack_trace`, so it is added. Some answers (415
-    from MLflow, proxies) are plain text."""
-    try:
-        answer = json.loads(content)
-        code = answer.get("error_code", f"HTTP_{status}")
-        message = answer.get("message", str(answer))
-    except (ValueError, AttributeError):
-        return ScoringError(status, f"HTTP_{status}", content.decode(errors="replace").strip())
-    trace = [line for line in str(answer.get("stack_trace") or "").splitlines() if line.strip()]
-    if trace and trace[-1].strip() not in message:
-        message = f"{message} Cause: {trace[-1].strip()}"
-    return ScoringError(status, code, message)
-
-
-def score_in_chunks(url: str, frame: pd.DataFrame, chunk_rows: int = 256, **kwargs) -> pd.DataFrame:
-    """Score a large frame as several requests of `chunk_rows` rows (what BI tools do)."""
-    parts = [
-        score_model(url, frame.iloc[i : i + chunk_rows], **kwargs)
-        for i in range(0, len(frame), chunk_rows)
-    ]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-# --------------------------------------------------------------------------- Databricks endpoints
-
-
-def served_entity(
-    model_name: str,
-    version: int | str,
-    *,
-    name: str | None = None,
-    workload_size: str = "Small",
-    scale_to_zero: bool = True,
-    environment_vars: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """One `served_entities` item: a registered model version on a CPU workload."""
-    if workload_size not in {"Small", "Medium", "Large"}:
-        raise ValueError(f"workload_size must be Small, Medium or Large, got {workload_size!r}")
-    entity = {
-        "name": name or f"{model_name.split('.')[-1]}-{version}",
-        "entity_name": model_name,
-        "entity_version": str(version),
-        "workload_size": workload_size,
-        "scale_to_zero_enabled": scale_to_zero,
-    }
-    if environment_vars:
-        entity["environment_vars"] = dict(environment_vars)
-    return entity
-
-
-def traffic_routes(weights: Mapping[str, float]) -> list[dict[str, Any]]:
-    """`traffic_config.routes` from {served entity name: share}; shares are scaled to whole
-    percentages that sum to exactly 100 (largest remainders get the rounding)."""
-    from utils.traffic import normalize_weights
-
-    shares = normalize_weights(weights)
-    exact = {name: share * 100 for name, share in shares.items()}
-    percent = {name: math.floor(value) for name, value in exact.items()}
-    by_remainder = sorted(exact, key=lambda n: exact[n] - percent[n], reverse=True)
-    for name in by_remainder[: 100 - sum(percent.values())]:
-        percent[name] += 1
-    return [{"served_entity_name": name, "traffic_percentage": percent[name]} for name in shares]
-
-
-def endpoint_config(
-    entities: Sequence[Mapping[str, Any]], weights: Mapping[str, float] | None = None
-) -> dict[str, Any]:
-    """The endpoint `config`: served entities and, for several, the traffic split between them
-    by entity name (all traffic to the only entity when `weights` is None)."""
-    if not entities:
-        raise ValueError("An endpoint needs at least one served entity.")
-    names = [e["name"] for e in entities]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Served entity names must be unique, got {names}")
-    weights = weights or ({names[0]: 100} if len(names) == 1 else None)
-    if weights is None:
-        raise ValueError(f"Several served entities {names}: say how traffic splits with `weights`.")
-    unknown = set(weights) - set(names)
-    if unknown:
-        raise ValueError(f"Traffic for {sorted(unknown)}, which are not served entities {names}.")
-    return {
-        "served_entities": [dict(e) for e in entities],
-        "traffic_config": {"routes": traffic_routes(weights)},
-    }
-
-
-def deploy_endpoint(name: str, config: Mapping[str, Any], client=None, timeout_minutes: int = 30):
-    """Create the serving endpoint `name`, or update its config when it exists (zero downtime:
-    the old config serves until the new one is ready). Runs on Databricks only."""
-    from utils.env import is_databricks
-
-    if client is None:
-        if not is_databricks():
-            raise RuntimeError(
-                "deploy_endpoint talks to a Databricks workspace; run it on Databricks "
-                "(locally, serve with utils.serving.serve_model)."
-            )
-        from databricks.sdk import WorkspaceClient
-
-        client = WorkspaceClient()
-    from datetime import timedelta
-
-    from databricks.sdk.errors import NotFound
-    from databricks.sdk.service.serving import EndpointCoreConfigInput
-
-    core = EndpointCoreConfigInput.from_dict({"name": name, **config})
-    wait = timedelta(minutes=timeout_minutes)
-    try:
-        client.serving_endpoints.get(name)
-    except NotFound:
-        return client.serving_endpoints.create_and_wait(name=name, config=core, timeout=wait)
-    return client.serving_endpoints.update_config_and_wait(
-        name=name,
-        served_entities=core.served_entities,
-        traffic_config=core.traffic_config,
-        timeout=wait,
     )
