@@ -101,6 +101,8 @@ def inject_parameters(nb, parameters: Mapping[str, Any]):
         f"utils.env.inject_params({json.dumps(_jsonable(dict(parameters)), indent=1)})"
     )
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    if (nb.nbformat, nb.nbformat_minor) < (4, 5):
+        del cell["id"]  # cell ids came with format 4.5; an older notebook must not have one
     nb.cells.insert(index, cell)
     return nb
 
