@@ -15,8 +15,6 @@ first warm-up load, so it measures reading the model, not importing libraries.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks.common import machine_info  # noqa: E402
 from utils.env import REPO_ROOT, work_path  # noqa: E402
 from utils.packaging import (  # noqa: E402
     add_libraries_offline,
@@ -145,12 +144,7 @@ def main() -> None:
         figures["onnx"]["p50_ms"] / figures["sklearn"]["p50_ms"], 3
     )
 
-    machine = {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
-    }
+    machine = machine_info()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "packaging.json").write_text(
         json.dumps(

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 # library (packaging.py) would shadow it: import from the repository root instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.common import machine_info  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -136,12 +136,7 @@ def main() -> None:
         "retrieval_hit_rate": round(metrics["retrieval_hit_rate"], 3),
         "judge_error_rate": round(metrics["judge_error_rate"], 3),
     }
-    machine = {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
-    }
+    machine = machine_info()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rag_eval.json").write_text(json.dumps(
         {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()}, indent=1
