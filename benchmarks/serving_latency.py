@@ -18,7 +18,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import sys
 import time
@@ -33,6 +32,7 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
+from benchmarks.common import machine_info  # noqa: E402
 from utils.datasets import CHURN_FEATURES, make_churn  # noqa: E402
 from utils.loadtest import run_load  # noqa: E402
 from utils.serving import build_payload, serve_model  # noqa: E402
@@ -228,10 +228,7 @@ def main() -> None:
         "mlflow_invocations_p50_ms": round(steps["all of MLflow's invocations()"], 2),
     }
     machine = {
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "mlflow": mlflow.__version__,
+        **machine_info(),
         "uvicorn": __import__("uvicorn").__version__,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
