@@ -21,6 +21,8 @@ from utils.serving import build_payload, error_from_response, score_model, serve
 from utils.tracking import ensure_champion, model_uri, setup_mlflow
 from utils.traffic import REQUEST_ID, log_router
 
+pytestmark = pytest.mark.slow  # real servers under load for several seconds each
+
 MODEL = "reliability_churn"
 LOAD_SECONDS = 4.0
 WEIGHTS = {"champion": 80, "challenger": 20}
