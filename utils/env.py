@@ -47,10 +47,21 @@ def work_dir() -> Path:
         catalog = get_param("CATALOG", "main")
         schema = get_param("SCHEMA", "mlflow_deployment")
         path = Path(f"/Volumes/{catalog}/{schema}/work")
+        if not path.exists():
+            _create_volume(catalog, schema, "work")
     else:
         path = REPO_ROOT / ".local"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _create_volume(catalog: str, schema: str, volume: str) -> None:
+    """Create the chapter's schema and work volume in Unity Catalog (needs CREATE privileges)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{catalog}`.`{schema}`")
+    spark.sql(f"CREATE VOLUME IF NOT EXISTS `{catalog}`.`{schema}`.`{volume}`")
 
 
 def work_path(*parts: str) -> Path:
