@@ -186,13 +186,20 @@ def run_notebook(
     output_dir = Path(output_dir) if output_dir else work_path("executed")
     output_dir.mkdir(parents=True, exist_ok=True)
     output_path = output_dir / path.name
+    kernel_log = output_dir / f"{path.stem}.kernel.log"
 
     # The kernel is this interpreter, whatever kernelspecs the machine has installed.
     kernel_env = {**os.environ, **(env or {})}
     km = KernelManager(kernel_name="python3")
     km.kernel_spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     client = NotebookClient(
-        nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        km=km,
+        timeout=timeout,
+        # A kernel normally starts in seconds; on a loaded 2-core machine (a chapter's own
+        # Spark JVM and servers running) 60 s, nbclient's default, was seen to run out.
+        startup_timeout=180,
+        resources={"metadata": {"path": str(path.parent)}},
     )
     status, error = "ok", ""
     children: list = []
@@ -200,7 +207,14 @@ def run_notebook(
     with _PeakMemory() as memory:
         try:
             # cleanup_kc: NotebookClient leaves a kernel it did not create running; shut it down.
-            with client.setup_kernel(env=kernel_env, cwd=str(path.parent), cleanup_kc=True):
+            # The kernel process's own output (ipykernel and JVM start-up warnings) goes to a
+            # log beside the executed copy; cell outputs stay in the notebook.
+            with (
+                kernel_log.open("w") as log,
+                client.setup_kernel(
+                    env=kernel_env, cwd=str(path.parent), cleanup_kc=True, stdout=log, stderr=log
+                ),
+            ):
                 memory.pid = km.provisioner.process.pid if km.provisioner else None
                 try:
                     client.execute(reset_kc=False)
