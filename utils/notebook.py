@@ -270,10 +270,11 @@ def chapter_paths(selection: Sequence[str] = ()) -> list[Path]:
     return chosen
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _format_value(value: Any, width: int = 40) -> str:
+    """A recorded value on one short line (long texts such as file listings are cut)."""
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def summary_table(results: Sequence[NotebookResult], key_limit: int = 6) -> str:
