@@ -18,11 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-# benchmarks/packaging.py would shadow the `packaging` library MLflow imports: take this
-# folder off sys.path (Python puts it first when a script runs) and add the repo root.
+# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# `benchmarks.common` and `utils` import.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 from benchmarks.common import write_results  # noqa: E402
 
 # What closes most of the gap (measured with this script, see the notes in the results):

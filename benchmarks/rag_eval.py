@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark named like a
-# library (packaging.py) would shadow it: import from the repository root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
+# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# `benchmarks.common` and `utils` import.
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from benchmarks.common import machine_info  # noqa: E402
 
@@ -110,8 +109,14 @@ def main() -> None:
         t = time.perf_counter()
         reply = answer_question(record["question"], retriever, server.base_url, model)
         seconds.append(time.perf_counter() - t)
-        answers.append({"question_id": record["question_id"], "question": record["question"],
-                        "answer": reply.answer, "passage_ids": reply.passage_ids})
+        answers.append(
+            {
+                "question_id": record["question_id"],
+                "question": record["question"],
+                "answer": reply.answer,
+                "passage_ids": reply.passage_ids,
+            }
+        )
     answer_s = time.perf_counter() - start
 
     point_judges_at(server.base_url)
@@ -138,9 +143,13 @@ def main() -> None:
     }
     machine = machine_info()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "rag_eval.json").write_text(json.dumps(
-        {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()}, indent=1
-    ) + "\n")
+    (RESULTS / "rag_eval.json").write_text(
+        json.dumps(
+            {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()},
+            indent=1,
+        )
+        + "\n"
+    )
     lines = ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
     table = "\n".join(lines)
     (RESULTS / "rag_eval.md").write_text(

@@ -6,8 +6,8 @@ single-row predict latency for
 - `private_lib`: a pipeline using the private `weather_features` wheel, requirement by path;
 - `private_lib_bundled`: the same after `add_libraries_to_model` (every dependency as a wheel).
 
-Run: `python benchmarks/packaging.py` (the wheelhouse build reads the package index once).
-Writes benchmarks/results/packaging.md and packaging.json with per method `load_s`,
+Run: `python benchmarks/model_packaging.py` (the wheelhouse build reads the package index once).
+Writes benchmarks/results/model_packaging.md and model_packaging.json with per method `load_s`,
 `size_mb`, `p50_ms` (and `p99_ms`). Load time is the median of 3 in-process loads after a
 first warm-up load, so it measures reading the model, not importing libraries.
 """
@@ -21,11 +21,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# This file is named packaging.py, like the `packaging` library MLflow imports: take its own
-# folder off sys.path (Python puts it first) so the library is found, and add the repo root.
+# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# `benchmarks.common` and `utils` import.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
@@ -146,7 +145,7 @@ def main() -> None:
 
     machine = machine_info()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "packaging.json").write_text(
+    (RESULTS / "model_packaging.json").write_text(
         json.dumps(
             {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()},
             indent=1,
@@ -161,7 +160,7 @@ def main() -> None:
         for m in methods
     ]
     table = "\n".join(lines)
-    (RESULTS / "packaging.md").write_text(
+    (RESULTS / "model_packaging.md").write_text(
         "# Packaging: model folder size, load time, single-row predict latency\n\n"
         f"Will-it-rain model, {PREDICT_CALLS} single-row predicts in process, "
         f"{machine['cores']} cores, load average at the end {machine['load_average_at_end']}. "
