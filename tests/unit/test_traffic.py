@@ -102,6 +102,37 @@ def test_rows_without_an_id_get_a_fresh_one(router):
     assert answer[REQUEST_ID].str.len().eq(32).all() and answer[REQUEST_ID].nunique() == 2
 
 
+def test_given_ids_are_kept_as_text_missing_ones_are_filled_and_the_input_is_untouched(router):
+    model, _ = router
+    rows = pd.DataFrame({"x": [1.0, 2.0, 3.0], REQUEST_ID: ["a", None, 7]})
+    answer = model.predict(None, rows)
+    assert answer[REQUEST_ID].iloc[0] == "a" and answer[REQUEST_ID].iloc[2] == "7"
+    assert len(answer[REQUEST_ID].iloc[1]) == 32  # a fresh random id
+    assert list(rows.columns) == ["x", REQUEST_ID] and rows[REQUEST_ID].iloc[1] is None
+
+
+def test_one_variant_keeps_the_prediction_type(tmp_path):
+    from types import SimpleNamespace
+
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    X = pd.DataFrame({"x": [0.0, 1.0]})
+    path = str(tmp_path / "only")
+    model = DummyClassifier(strategy="constant", constant=1).fit(X, [0, 1])
+    mlflow.sklearn.save_model(model, path, serialization_format="cloudpickle")
+    router = ABRouter()
+    router.load_context(
+        SimpleNamespace(
+            artifacts={"only": path},
+            model_config={"weights": {"only": 1}, "versions": {"only": 1}, "log_dir": ""},
+        )
+    )
+    answer = router.predict(None, pd.DataFrame({"x": [0.5, 0.7], REQUEST_ID: ["p", "q"]}))
+    assert answer["prediction"].dtype.kind == "i" and answer["variant"].eq("only").all()
+    assert router.predict(None, pd.DataFrame({"x": []}, dtype=float)).empty
+
+
 def test_every_row_is_logged_and_read_back(router):
     model, log_dir = router
     before = len(read_inference_log(log_dir))
