@@ -51,6 +51,13 @@ def test_latency_was_measured_without_errors(result):
     assert recorded["rps_c4"] > 1
 
 
+def test_one_client_latency_was_measured_for_every_payload_format(result):
+    recorded = result.recorded
+    assert list(recorded["format_p50_ms"]) == recorded["formats"]
+    assert all(p50 > 0 for p50 in recorded["format_p50_ms"].values())
+    assert recorded["format_latency_ok"] is True  # every request of every format answered 2xx
+
+
 def test_the_databricks_endpoint_sends_all_traffic_to_the_champion(result):
     assert result.recorded["endpoint_routes"] == [
         {"served_entity_name": "champion", "traffic_percentage": 100}
