@@ -86,32 +86,34 @@ def router(tmp_path_factory):
 def test_router_answers_with_prediction_variant_version_and_id(router):
     model, _ = router
     rows = pd.DataFrame({"x": [0.5] * 200, REQUEST_ID: [f"r{i}" for i in range(200)]})
-    answer = model.predict(None, rows)
+    answers = model.predict(None, rows)
+    assert isinstance(answers, list) and isinstance(answers[0]["prediction"], int)  # JSON-ready
+    answer = pd.DataFrame(answers)
     assert list(answer.columns) == ["prediction", "variant", "model_version", REQUEST_ID]
     assert answer[REQUEST_ID].tolist() == rows[REQUEST_ID].tolist()  # order kept
     assert (answer["prediction"] == answer["variant"].map({"zero": 0, "one": 1})).all()
     assert (answer["model_version"] == answer["variant"].map({"zero": "3", "one": "4"})).all()
     assert 0.35 < (answer["variant"] == "one").mean() < 0.65
-    again = model.predict(None, rows)
+    again = pd.DataFrame(model.predict(None, rows))
     assert (again["variant"] == answer["variant"]).all()  # same id, same variant
 
 
 def test_rows_without_an_id_get_a_fresh_one(router):
     model, _ = router
-    answer = model.predict(None, pd.DataFrame({"x": [1.0, 2.0]}))
+    answer = pd.DataFrame(model.predict(None, pd.DataFrame({"x": [1.0, 2.0]})))
     assert answer[REQUEST_ID].str.len().eq(32).all() and answer[REQUEST_ID].nunique() == 2
 
 
 def test_given_ids_are_kept_as_text_missing_ones_are_filled_and_the_input_is_untouched(router):
     model, _ = router
     rows = pd.DataFrame({"x": [1.0, 2.0, 3.0], REQUEST_ID: ["a", None, 7]})
-    answer = model.predict(None, rows)
+    answer = pd.DataFrame(model.predict(None, rows))
     assert answer[REQUEST_ID].iloc[0] == "a" and answer[REQUEST_ID].iloc[2] == "7"
     assert len(answer[REQUEST_ID].iloc[1]) == 32  # a fresh random id
     assert list(rows.columns) == ["x", REQUEST_ID] and rows[REQUEST_ID].iloc[1] is None
 
 
-def test_one_variant_keeps_the_prediction_type(tmp_path):
+def test_one_variant_answers_every_row_with_plain_values(tmp_path):
     from types import SimpleNamespace
 
     import mlflow
@@ -128,9 +130,10 @@ def test_one_variant_keeps_the_prediction_type(tmp_path):
             model_config={"weights": {"only": 1}, "versions": {"only": 1}, "log_dir": ""},
         )
     )
-    answer = router.predict(None, pd.DataFrame({"x": [0.5, 0.7], REQUEST_ID: ["p", "q"]}))
-    assert answer["prediction"].dtype.kind == "i" and answer["variant"].eq("only").all()
-    assert router.predict(None, pd.DataFrame({"x": []}, dtype=float)).empty
+    answers = router.predict(None, pd.DataFrame({"x": [0.5, 0.7], REQUEST_ID: ["p", "q"]}))
+    assert [a["prediction"] for a in answers] == [1, 1]
+    assert all(type(a["prediction"]) is int and a["variant"] == "only" for a in answers)
+    assert router.predict(None, pd.DataFrame({"x": []}, dtype=float)) == []
 
 
 def test_every_row_is_logged_and_read_back(router):
