@@ -20,6 +20,7 @@ import json
 import os
 import pstats
 import sys
+import sysconfig
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -182,7 +183,13 @@ def profile_one_request(
     profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
-    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
+    # file names relative to where they are installed: no machine's paths in the results
+    listing = text.getvalue()
+    for root in sorted(
+        {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}, key=len, reverse=True
+    ):
+        listing = listing.replace(root + os.sep, "")
+    lines = [ln for ln in listing.splitlines() if ln.strip()]
     return figures, adds, "\n".join(lines[:40])
 
 
