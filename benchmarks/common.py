@@ -48,6 +48,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
+def write_json(name: str, figures: dict, machine: dict | None = None, **details) -> Path:
+    """Write results/NAME.json: the key figures, the machine (`machine_info()` unless given),
+    when, and any further `details` (raw rows, step timings)."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {
+        "figures": figures,
+        "machine": machine if machine is not None else machine_info(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        **details,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
 def write_results(
     name: str,
     header: Sequence[str],
@@ -56,7 +71,6 @@ def write_results(
     notes: Sequence[str] = (),
 ) -> Path:
     """Print the table and figures, and write results/NAME.md and results/NAME.json."""
-    RESULTS.mkdir(exist_ok=True)
     machine, when = machine_info(), datetime.now(UTC).isoformat(timespec="seconds")
     table = markdown_table(header, rows)
     figure_lines = "\n".join(f"- `{key}`: {value}" for key, value in figures.items())
@@ -68,9 +82,7 @@ def write_results(
         f"{table}\n\n## Key figures\n\n{figure_lines}\n"
         + (f"\n## Notes\n\n{note_lines}\n" if notes else "")
     )
+    write_json(name, figures, machine)
     (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps({"figures": figures, "machine": machine, "when": when}, indent=2) + "\n"
-    )
     print(table, "\n", figure_lines, sep="\n")
     return RESULTS / f"{name}.md"

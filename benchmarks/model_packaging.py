@@ -14,11 +14,9 @@ first warm-up load, so it measures reading the model, not importing libraries.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 # Run as a script, this folder comes first on sys.path: the repository root instead, so
@@ -30,7 +28,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.common import machine_info  # noqa: E402
+from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 from utils.env import REPO_ROOT, work_path  # noqa: E402
 from utils.packaging import (  # noqa: E402
     add_libraries_offline,
@@ -51,7 +49,6 @@ from utils.weather import (  # noqa: E402
     to_onnx,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PREDICT_CALLS = 300
 
 
@@ -144,14 +141,7 @@ def main() -> None:
     )
 
     machine = machine_info()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "model_packaging.json").write_text(
-        json.dumps(
-            {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()},
-            indent=1,
-        )
-        + "\n"
-    )
+    write_json("model_packaging", figures, machine)
     methods = [m for m in figures if isinstance(figures[m], dict)]
     lines = ["| method | size_mb | load_s | p50_ms | p99_ms |", "|---|---|---|---|---|"]
     lines += [
@@ -163,7 +153,7 @@ def main() -> None:
     (RESULTS / "model_packaging.md").write_text(
         "# Packaging: model folder size, load time, single-row predict latency\n\n"
         f"Will-it-rain model, {PREDICT_CALLS} single-row predicts in process, "
-        f"{machine['cores']} cores, load average at the end {machine['load_average_at_end']}. "
+        f"{machine['cores']} cores, load average at the end {machine.get('load_avg_1m', '?')}. "
         f"`add_libraries_to_model` from a local wheelhouse took {bundle_s:.1f} s. "
         f"ONNX / sklearn p50 ratio: {figures['onnx_vs_sklearn_p50_ratio']}.\n\n{table}\n"
     )

@@ -15,13 +15,11 @@ included), `load_cached_s`, `peak_rss_mb` (endpoint process), `answer_s_median`,
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,9 +27,7 @@ HERE = Path(__file__).resolve().parent
 # `benchmarks.common` and `utils` import.
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from benchmarks.common import machine_info  # noqa: E402
-
-RESULTS = HERE / "results"
+from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 
 
 class PeakRss(threading.Thread):
@@ -142,20 +138,13 @@ def main() -> None:
         "judge_error_rate": round(metrics["judge_error_rate"], 3),
     }
     machine = machine_info()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "rag_eval.json").write_text(
-        json.dumps(
-            {"figures": figures, "machine": machine, "when": datetime.now(UTC).isoformat()},
-            indent=1,
-        )
-        + "\n"
-    )
+    write_json("rag_eval", figures, machine)
     lines = ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
     table = "\n".join(lines)
     (RESULTS / "rag_eval.md").write_text(
         "# RAG evaluation: answered and judged per minute\n\n"
         f"Gemma 3 270M (local endpoint) answering and judging, {machine['cores']} cores, "
-        f"load average at the end {machine['load_average_at_end']}.\n\n{table}\n"
+        f"load average at the end {machine.get('load_avg_1m', '?')}.\n\n{table}\n"
     )
     print(table)
 

@@ -34,14 +34,13 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from benchmarks.common import machine_info  # noqa: E402
+from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 from utils.datasets import CHURN_FEATURES, make_churn  # noqa: E402
 from utils.loadtest import run_load  # noqa: E402
 from utils.serving import build_payload, serve_model  # noqa: E402
 from utils.tracking import ensure_champion, model_uri, setup_mlflow  # noqa: E402
 from utils.traffic import REQUEST_ID, log_router  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "bank_churn"
 CONCURRENCY = (1, 8, 32)
 # uvicorn without uvloop and httptools, as with a plain `pip install uvicorn` (read by uvicorn's
@@ -118,7 +117,9 @@ def asgi_caller(app, body: bytes):
         await app(dict(scope), receive, send)
         assert answer[0]["status"] == 200, answer
 
-    loop = __import__("uvloop").new_event_loop()
+    import uvloop
+
+    loop = uvloop.new_event_loop()
     return lambda: loop.run_until_complete(once())
 
 
@@ -373,19 +374,13 @@ def main() -> None:
         "rounds": args.rounds,
     }
     when = datetime.now(UTC).isoformat(timespec="seconds")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving_latency.json").write_text(
-        json.dumps(
-            {
-                "figures": figures,
-                "machine": machine,
-                "when": when,
-                "load": rows,
-                "request_steps_ms": steps,
-                "layer_adds_ms": layer_adds,
-            },
-            indent=2,
-        )
+    write_json(
+        "serving_latency",
+        figures,
+        machine,
+        load=rows,
+        request_steps_ms=steps,
+        layer_adds_ms=layer_adds,
     )
     plot(rows, figures)
     write_markdown(rows, figures, steps, layer_adds, profile_text, machine, when)
@@ -419,23 +414,13 @@ def plot(rows: list[dict], figures: dict) -> None:
         right.plot(x, [r["rps"] for r in mine], style, marker="o", color=f"C{i}", label=server)
     left.axhline(figures["inprocess_p50_ms"], color="black", linewidth=1, linestyle=":")
     left.text(1, figures["inprocess_p50_ms"] * 0.8, "in-process predict p50", fontsize=8)
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="concurrent clients",
-        ylabel="p50 latency (ms)",
-        title="one-row request latency",
-        xticks=list(CONCURRENCY),
-    )
-    left.set_xticklabels([str(c) for c in CONCURRENCY])
-    right.set(
-        xscale="log",
-        xlabel="concurrent clients",
-        ylabel="requests per second",
-        title="throughput",
-        xticks=list(CONCURRENCY),
-    )
-    right.set_xticklabels([str(c) for c in CONCURRENCY])
+    for axis, ylabel, title in (
+        (left, "p50 latency (ms)", "one-row request latency"),
+        (right, "requests per second", "throughput"),
+    ):
+        axis.set(xscale="log", xlabel="concurrent clients", ylabel=ylabel, title=title)
+        axis.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+    left.set_yscale("log")
     right.axhline(300, color="grey", linewidth=1, linestyle=":")
     right.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
