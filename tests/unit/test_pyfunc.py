@@ -80,11 +80,24 @@ def test_bad_images_are_refused_with_a_reason(value, message):
         png_to_pixels(value)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
+def _tokenizer(max_tokens: int):
     from utils.pyfunc.text import load_support_messages, train_tokenizer
 
-    return train_tokenizer(load_support_messages()["text"].head(200).tolist(), max_tokens=12)
+    texts = load_support_messages()["text"].head(200).tolist()
+    return train_tokenizer(texts, max_tokens=max_tokens)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A short limit, so truncation is easy to provoke."""
+    return _tokenizer(max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def roomy_tokenizer():
+    """The chapter's limit: 12 tokens cut off the words that carry the labels, and accuracy
+    then sits near 0.8 and moves with the CPU's float rounding."""
+    return _tokenizer(max_tokens=40)
 
 
 def test_normalize():
@@ -110,25 +123,29 @@ def test_tokenizer_saves_and_loads_offline(tokenizer, tmp_path):
     assert loaded.model_max_length == 12
 
 
-def test_text_classifier_learns_and_artifacts_round_trip(tokenizer, tmp_path):
+def test_text_classifier_learns_and_artifacts_round_trip(roomy_tokenizer, tmp_path):
     import json
 
     from utils.pyfunc.text import (
+        SUPPORT_LABELS,
         load_support_messages,
         predict_probabilities,
         save_text_artifacts,
         train_text_classifier,
     )
 
-    trained = train_text_classifier(load_support_messages().head(160), tokenizer, epochs=15)
+    trained = train_text_classifier(load_support_messages().head(200), roomy_tokenizer, epochs=15)
     per_label = [v for k, v in trained.metrics.items() if k.startswith("accuracy_")]
-    assert len(per_label) == 4 and np.mean(per_label) > 0.8  # majority-class guessing: ~0.62
+    label_rates = trained.test[SUPPORT_LABELS].mean()
+    majority_guess = np.maximum(label_rates, 1 - label_rates).mean()  # about 0.6
+    # Seeds 0-9 score 0.98-1.0 here; the margin is for other CPUs, not for luck.
+    assert len(per_label) == 4 and np.mean(per_label) > majority_guess + 0.25
     probabilities = predict_probabilities(trained, ["I was charged twice"])
     assert probabilities.shape == (1, 4) and ((probabilities >= 0) & (probabilities <= 1)).all()
     artifacts = save_text_artifacts(trained, tmp_path)
     assert set(artifacts) == {"tokenizer_cache", "model-weights"}
     config = json.loads((tmp_path / "model-weights" / "config.json").read_text())
-    assert config["max_tokens"] == 12 and config["labels"] == trained.labels
+    assert config["max_tokens"] == 40 and config["labels"] == trained.labels
 
 
 def test_load_support_messages_checks_columns(tmp_path):
