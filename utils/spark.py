@@ -88,6 +88,8 @@ def _local_builder(master: str, app_name: str):
             "spark.hadoop.javax.jdo.option.ConnectionURL",
             f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         )
+        # Hive's default is a new, never-deleted /tmp/<session>_resources per session.
+        .config("spark.hadoop.hive.downloaded.resources.dir", str(metastore / "resources"))
         .config(
             "spark.driver.extraJavaOptions",
             f"-Dderby.system.home={metastore} -Dlog4j.configurationFile={LOG4J_CONFIG}",
