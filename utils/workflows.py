@@ -31,6 +31,10 @@ class BundleError(ValueError):
     """The bundle file is not what a job run needs (unknown task, cycle, missing notebook)."""
 
 
+class JobFailedError(RuntimeError):
+    """A job run ended with a failed or skipped task."""
+
+
 @dataclass
 class Task:
     key: str
@@ -201,6 +205,12 @@ class TaskRun:
     output_path: str = ""
     recorded: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reason(self) -> str:
+        """The last line of the error: usually the exception and its message."""
+        lines = self.error.strip().splitlines()
+        return lines[-1] if lines else ""
+
 
 @dataclass
 class JobRun:
@@ -218,10 +228,21 @@ class JobRun:
     def seconds(self) -> float:
         return round(sum(t.seconds for t in self.tasks), 1)
 
+    def raise_for_failure(self) -> None:
+        """Raise JobFailedError naming each task that did not succeed and why, as waiting on a
+        Databricks run (`jobs.run_now(...).result()`) raises when the run fails."""
+        problems = [f"{t.task} {t.status}: {t.reason}" for t in self.tasks if t.status != "ok"]
+        if problems:
+            where = Path(self.report_path).parent
+            raise JobFailedError(
+                f"Job '{self.job}' did not succeed: {'; '.join(problems)}. "
+                f"The executed task notebooks and the report are in {where}."
+            )
+
     def table(self) -> str:
         rows = [("task", "status", "seconds", "note")]
         for t in self.tasks:
-            note = t.error.splitlines()[-1][:90] if t.error else ""
+            note = t.reason[:90]
             rows.append((t.task, t.status, f"{t.seconds:.1f}", note))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [

@@ -170,6 +170,8 @@ def test_failed_task_skips_its_dependents_but_not_independent_tasks(tmp_path):
     assert "skipped" in (tmp_path / "out" / "report.md").read_text()
     assert "upstream ['b']" in next(t for t in run.tasks if t.task == "c").error
     assert "failed" in run.table()
+    with pytest.raises(wf.JobFailedError, match=r"b failed: ValueError: boom; c skipped: upstream"):
+        run.raise_for_failure()
 
 
 def test_unknown_job_or_parameter_is_a_clear_error(tmp_path):
@@ -216,6 +218,7 @@ def test_runner_waits_for_the_metastore_before_each_task(tmp_path, monkeypatch):
     waited_for = []
     monkeypatch.setattr(wf, "wait_for_metastore", lambda work_dir: waited_for.append(work_dir) or 0)
     path = _write_bundle(tmp_path, _task("a", "a") + _task("b", "b", "a"))
-    wf.run_job("j", wf.load_bundle(path), work_dir=tmp_path / "wd", output_dir=tmp_path / "o",
-               runner=_fake_runner(set(), []), verbose=False)  # fmt: skip
+    run = wf.run_job("j", wf.load_bundle(path), work_dir=tmp_path / "wd", output_dir=tmp_path / "o",
+                     runner=_fake_runner(set(), []), verbose=False)  # fmt: skip
     assert waited_for == [tmp_path / "wd", tmp_path / "wd"]
+    run.raise_for_failure()  # every task succeeded: nothing to raise
