@@ -600,8 +600,10 @@ for `dataframe_split` is mostly its parse-time cast. Tried in process (MLflow 3.
 replacing `cast_df_types_according_to_schema` for the measurement only): one
 `DataFrame.astype` mapping instead of a column at a time saves ~0.06 ms; skipping the cast
 for plain scalar columns, which `predict` converts again when it enforces the signature,
-saves ~0.6 ms and makes `dataframe_split` as cheap as `inputs`. That is an upstream change;
-a pure ASGI request timeout instead of `BaseHTTPMiddleware` would be another.
+saves ~0.6 ms and makes `dataframe_split` as cheap as `inputs`. That is an upstream change
+(the per-column cost of signature enforcement is the open MLflow issue
+https://github.com/mlflow/mlflow/issues/7948); a pure ASGI request timeout instead of
+`BaseHTTPMiddleware` would be another.
 """
     (RESULTS / "serving_latency.md").write_text(text)
 
