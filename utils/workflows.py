@@ -229,8 +229,10 @@ class JobRun:
         return round(sum(t.seconds for t in self.tasks), 1)
 
     def raise_for_failure(self) -> None:
-        """Raise JobFailedError naming each task that did not succeed and why, as waiting on a
-        Databricks run (`jobs.run_now(...).result()`) raises when the run fails."""
+        """Raise JobFailedError naming each task that did not succeed and why, so a failed run
+        stops the notebook or script that started it instead of passing unnoticed. (On
+        Databricks, `jobs.run_now(...).result()` returns a failed run without raising: check
+        its `state.result_state`.)"""
         problems = [f"{t.task} {t.status}: {t.reason}" for t in self.tasks if t.status != "ok"]
         if problems:
             where = Path(self.report_path).parent
