@@ -103,6 +103,28 @@ def test_deep_nesting_gets_400_with_the_depth_and_the_limit():
     assert "nests 11 levels" in answer["message"] and "at most 10" in answer["message"]
 
 
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        (b"[" * 10 + b"]" * 10, 200),  # exactly the limit
+        (b'{"dataframe_split": {"columns": ["a"], "data": [' + b"[1]," * 30 + b"[1]]}}", 200),
+        (b'{"a": "' + b"[" * 30 + b'"}', 200),  # brackets inside a string do not nest
+        (b'{"a": "[[[[[[[[[[", "b": ' + b"[" * 11 + b"]" * 11 + b"}", 400),
+    ],
+)
+def test_depth_limit_holds_however_many_brackets_a_body_has(body, status):
+    assert call(ScoringGuard(Recorder(), max_json_depth=10), body)[0] == status
+
+
+def test_small_bodies_skip_the_depth_scan(monkeypatch):
+    def must_not_scan(body):
+        raise AssertionError("scanned a body with fewer brackets than the limit")
+
+    monkeypatch.setattr("utils.scoring_app.json_depth", must_not_scan)
+    one_row = b'{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}'
+    assert call(ScoringGuard(Recorder(), max_json_depth=10), one_row)[0] == 200
+
+
 def test_csv_bodies_are_not_depth_checked():
     status, _, _ = call(
         ScoringGuard(Recorder(), max_json_depth=1),
