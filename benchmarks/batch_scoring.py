@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# Run as a script, this folder is on sys.path, not the repository root: add it, so
 # `benchmarks.common` and `utils` import.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
 
 # What closes most of the gap (measured with this script, see the notes in the results):

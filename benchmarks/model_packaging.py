@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# Run as a script, this folder is on sys.path, not the repository root: add it, so
 # `benchmarks.common` and `utils` import.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402

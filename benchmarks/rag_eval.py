@@ -22,10 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# Run as a script, this folder is on sys.path, not the repository root: add it, so
 # `benchmarks.common` and `utils` import.
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-# Run as a script, this folder comes first on sys.path: the repository root instead, so
+# Run as a script, this folder is on sys.path, not the repository root: add it, so
 # `benchmarks.common` and `utils` import.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 from utils.datasets import CHURN_FEATURES, make_churn  # noqa: E402

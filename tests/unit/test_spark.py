@@ -52,6 +52,9 @@ def test_local_session_settings(work_dir):
     assert conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
     assert conf.get("spark.sql.warehouse.dir").endswith(str(work_dir / "spark-warehouse"))
     assert conf.get("spark.sql.catalogImplementation") == "hive"
+    spark.sql("SHOW DATABASES").collect()
+    # Hive's per-session resources folder lands in the work dir, not as litter in /tmp.
+    assert (work_dir / "metastore" / "resources").is_dir()
     assert os.environ["PYSPARK_PYTHON"] == spark_module.sys.executable
     assert table_format() == "parquet"
     assert get_spark() is spark
