@@ -22,7 +22,7 @@ java: $(STAMP)
 	@$(PY) -m utils.spark
 
 run: $(STAMP) java
-	$(PY) -m utils.notebook $(CHAPTERS)
+	$(PY) -m utils.chapters $(CHAPTERS)
 
 test: $(STAMP) java
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -40,10 +40,11 @@ def main() -> None:
     import mlflow
     from pyspark.sql import functions as F
 
+    from utils.batch.scoring import force_count, model_input_columns, timed
     from utils.datasets import make_churn, split_features_label
-    from utils.scoring import force_count, model_input_columns, timed
     from utils.spark import get_spark
-    from utils.tracking import ensure_champion, model_uri, setup_mlflow
+    from utils.tracking import model_uri, setup_mlflow
+    from utils.training import ensure_champion
 
     setup_mlflow("benchmarks")
     ensure_champion("bench_churn")

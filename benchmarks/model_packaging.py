@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 
 from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
 from utils.env import REPO_ROOT, work_path  # noqa: E402
-from utils.packaging import (  # noqa: E402
+from utils.environments.requirements import (
     add_libraries_offline,
     build_wheel,
     build_wheelhouse,
@@ -38,8 +38,7 @@ from utils.packaging import (  # noqa: E402
     model_environment_requirements,
     pinned_requirements,
 )
-from utils.tracking import register_model, setup_mlflow  # noqa: E402
-from utils.weather import (  # noqa: E402
+from utils.environments.weather import (
     WEATHER_FEATURES,
     make_weather,
     rain_features_pipeline,
@@ -47,6 +46,7 @@ from utils.weather import (  # noqa: E402
     split_weather,
     to_onnx,
 )
+from utils.tracking import register_model, setup_mlflow  # noqa: E402
 
 PREDICT_CALLS = 300
 

@@ -34,16 +34,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
+from utils.abtest.experiment import log_router  # noqa: E402
+from utils.abtest.router import REQUEST_ID  # noqa: E402
 from utils.datasets import CHURN_FEATURES, make_churn  # noqa: E402
-from utils.loadtest import run_load  # noqa: E402
 from utils.serving import build_payload, serve_model  # noqa: E402
-from utils.tracking import ensure_champion, model_uri, setup_mlflow  # noqa: E402
-from utils.traffic import REQUEST_ID, log_router  # noqa: E402
+from utils.serving.loadtest import run_load  # noqa: E402
+from utils.tracking import model_uri, setup_mlflow
+from utils.training import ensure_champion  # noqa: E402
 
 MODEL = "bank_churn"
 CONCURRENCY = (1, 8, 32)
 # uvicorn without uvloop and httptools, as with a plain `pip install uvicorn` (read by uvicorn's
-# command and by utils.scoring_app alike)
+# command and by utils.serving.guard alike)
 ASYNCIO_H11 = {"UVICORN_LOOP": "asyncio", "UVICORN_HTTP": "h11"}
 
 
@@ -567,7 +569,7 @@ Inside MLflow's `invocations()`:
    keep-alive request waits for a delayed ACK: p50
    {figures["stock_2_workers_asyncio_h11_p50_ms_c1"]} ms. uvloop sets TCP_NODELAY on accepted
    connections itself: {figures["stock_2_workers_p50_ms_c1"]} ms.
-2. **Our own TCP listener** (`utils.scoring_app.tcp_listener`) closes the same stall where
+2. **Our own TCP listener** (`utils.serving.guard.tcp_listener`) closes the same stall where
    uvloop is missing (Windows, or a plain `pip install uvicorn`): `serve_model` with 2 workers
    on asyncio and h11 answers in {no_uvloop["p50_ms"]} ms.
 3. **The guard skips its nesting scan when a body has fewer brackets than the limit.** The

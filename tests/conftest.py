@@ -6,13 +6,14 @@ metastore allows one process per folder, and the test process may hold its own S
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
+from utils.chapters import NOTEBOOKS_DIR, NotebookResult, run_notebook
 from utils.env import WORK_DIR_ENV
-from utils.notebook import NOTEBOOKS_DIR, NotebookResult, run_notebook
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,3 +54,48 @@ def run_chapter(notebook_work_dir):
         return result
 
     return run
+
+
+_WITHOUT_REPO = r"""
+import importlib.util, json, sys
+repo = sys.argv[1]
+# Forget the repository: its folder on sys.path and the editable install's import hook.
+sys.path[:] = [p for p in sys.path if p not in ("", ".", repo)
+               and (not p.startswith(repo + "/") or p.startswith(sys.prefix))]
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")
+                    and "__editable__" not in type(f).__module__]
+assert importlib.util.find_spec("utils") is None, "the repository is still importable"
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[2])
+answer = model.predict(pd.read_json(sys.argv[3], orient="split"))
+frame = answer if isinstance(answer, pd.DataFrame) else pd.DataFrame(answer)
+print("PREDICTIONS" + frame.to_json(orient="split"))
+"""
+
+
+@pytest.fixture(scope="session")
+def predict_without_repo(tmp_path_factory):
+    """`predict_without_repo(model_uri, frame)` loads a logged model in a fresh interpreter
+    that cannot import this repository (as a serving container would) and returns its
+    predictions: proof that the model carries every module it needs."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from utils.env import REPO_ROOT
+
+    cwd = tmp_path_factory.mktemp("fresh-interpreter")
+
+    def predict(model_uri: str, frame: pd.DataFrame) -> pd.DataFrame:
+        done = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_REPO, str(REPO_ROOT), model_uri,
+             frame.to_json(orient="split")],
+            capture_output=True, text=True, cwd=cwd, timeout=300,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )  # fmt: skip
+        assert done.returncode == 0, f"loading {model_uri} without the repo failed:\n{done.stderr}"
+        payload = done.stdout.split("PREDICTIONS", 1)[1]
+        return pd.read_json(io.StringIO(payload), orient="split")
+
+    return predict

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.env import work_path
+from utils.processes import BackgroundProcess, ProcessStartError, free_port, start_process
 from utils.spark import LOG4J_CONFIG, check_java
 
 
@@ -26,25 +24,12 @@ class ClusterStartError(RuntimeError):
     """The master or a worker did not come up; the message holds the end of its log."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass
 class StandaloneCluster:
     master_url: str
     ui_url: str
     log_dir: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: list[BackgroundProcess] = field(default_factory=list)
 
     def alive_workers(self) -> int:
         """Workers the master lists as ALIVE (from its status JSON)."""
@@ -56,25 +41,17 @@ class StandaloneCluster:
         return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in reversed(self.processes):  # workers first, then the master
+            process.stop(timeout=20)
         self.processes.clear()
 
 
-def _spark_class(*args: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spark_class(*args: str, log: Path, env: dict[str, str]) -> BackgroundProcess:
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
     command = [str(spark_home / "bin" / "spark-class"), *args]
-    return subprocess.Popen(
-        command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    return start_process(command, name=args[0].rsplit(".", 1)[-1], log_path=log, env=env)
 
 
 def start_cluster(
@@ -129,15 +106,14 @@ def start_cluster(
                     env=env,
                 )
             )
-        deadline = time.monotonic() + timeout
-        while cluster.alive_workers() < workers:
-            dead = [p for p in cluster.processes if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                reason = "a process exited" if dead else f"not ready after {timeout:.0f} s"
-                raise ClusterStartError(
-                    f"Standalone cluster did not start ({reason}); master log:\n{_tail(master_log)}"
-                )
-            time.sleep(1)
+        master = cluster.processes[0]
+        try:
+            master.wait_ready(lambda: cluster.alive_workers() >= workers, timeout, "ready")
+        except ProcessStartError as error:
+            raise ClusterStartError(f"Standalone cluster did not start: {error}") from None
+        dead = [p.name for p in cluster.processes if not p.is_alive()]
+        if dead:
+            raise ClusterStartError(f"Standalone cluster: {dead} exited; logs in {log_dir}")
     except BaseException:
         cluster.stop()
         raise

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.monitoring.schema import REQUEST_ID
+
 CHURN_ID_COLUMNS = ["RowNumber", "CustomerId", "Surname"]
 CHURN_LABEL = "Exited"
 CHURN_CATEGORICAL = ["Geography", "Gender"]
@@ -152,18 +154,6 @@ def split_features_label(
     return df.drop(columns=[label, *[c for c in drop if c in df.columns]]), df[label]
 
 
-def ensure_churn_table(name: str, size: int = 10_000, seed: int = 42) -> str:
-    """Create the raw churn table `name` from `make_churn(size, seed)` when it does not exist.
-
-    Returns the table name. An existing table is left as it is (chapters can run in any order).
-    """
-    from utils import tables
-
-    if not tables.table_exists(name):
-        tables.write_table(make_churn(size, seed), name)
-    return name
-
-
 def drop_landing_batch(folder: str | Path, batch: int, rows: int, seed: int = 7) -> Path:
     """Write one batch of new customers as a Parquet file into a landing folder.
 
@@ -181,3 +171,20 @@ def drop_landing_batch(folder: str | Path, batch: int, rows: int, seed: int = 7)
     df.to_parquet(hidden, index=False)
     os.replace(hidden, final)
     return final
+
+
+def simulate_churn_traffic(
+    size: int, seed: int, first_row: int, age_shift: int = 0, prefix: str = "req"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Requests to the churn model (features + `request_id`) and, kept apart, their truth
+    (chapter 09's production traffic and its late labels).
+
+    `age_shift` makes the customers look older than the churn they show: the population
+    drifts (the Age feature) and the model's old relationship stops holding (accuracy drops).
+    """
+    customers = make_churn(size, seed=seed, first_row=first_row)
+    customers[REQUEST_ID] = [f"{prefix}-{n}" for n in customers["RowNumber"]]
+    if age_shift:
+        customers["Age"] = (customers["Age"] + age_shift).clip(18, 92)
+    return customers[[REQUEST_ID, *CHURN_FEATURES]], customers[[REQUEST_ID, CHURN_LABEL]]
+

@@ -32,6 +32,16 @@ def is_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def uc_name(name: str) -> str:
+    """Unity Catalog's naming rule, in one place: on Databricks a bare `name` becomes
+    `catalog.schema.name` from the `CATALOG` and `SCHEMA` parameters (a short name would resolve
+    against the session's current catalog and schema, not the chapter's). Locally, and for a
+    name that already has dots, the name is returned as it is."""
+    if is_databricks() and "." not in name:
+        return f"{get_param('CATALOG', 'main')}.{get_param('SCHEMA', 'mlflow_deployment')}.{name}"
+    return name
+
+
 def work_dir() -> Path:
     """The one folder for everything a local run writes: tracking DB, artifacts, warehouse,
     checkpoints, landing files, logs and executed notebooks.

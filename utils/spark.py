@@ -120,11 +120,13 @@ def _local_builder(master: str, app_name: str):
     return builder
 
 
-def get_spark(app_name: str = "mlflow-deployment-notebooks"):
+def get_spark(master: str | None = None, app_name: str = "mlflow-deployment-notebooks"):
     """The Spark session: the cluster's on Databricks, else a local one (created once).
 
-    `SPARK_MASTER` (parameter or environment variable) points the local session at a
-    standalone cluster, e.g. `spark://127.0.0.1:7077`.
+    `master` is what the chapter's `SPARK_MASTER` parameter says (`local[*]`, or a standalone
+    cluster such as `spark://127.0.0.1:7077`); None means the `SPARK_MASTER` environment
+    variable or `local[*]`. Asking for another master than the running session's raises
+    SparkMasterError: one kernel holds one session.
     """
     from pyspark.sql import SparkSession
 
@@ -132,10 +134,21 @@ def get_spark(app_name: str = "mlflow-deployment-notebooks"):
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()
     if active is not None:
+        running = active.sparkContext.master
+        if master is not None and master != running:
+            raise SparkMasterError(
+                f"This kernel's Spark session runs on {running}, not {master}. Restart the "
+                "kernel (or call utils.spark.stop_spark()) before switching SPARK_MASTER."
+            )
         return active
-    spark = _local_builder(get_param("SPARK_MASTER", "local[*]"), app_name).getOrCreate()
+    master = master or os.environ.get("SPARK_MASTER") or "local[*]"
+    spark = _local_builder(master, app_name).getOrCreate()
     spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+class SparkMasterError(RuntimeError):
+    """A session on another master is already running in this process."""
 
 
 def table_format() -> str:

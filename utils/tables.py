@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from utils.env import get_param, is_databricks
+from utils.env import uc_name
 from utils.spark import get_spark, table_format
 
 # What creates the tables chapters read, for error messages; chapters add their own names.
@@ -41,9 +41,7 @@ class MergeResult:
 
 def full_name(name: str) -> str:
     """The name Spark should use: `catalog.schema.name` on Databricks for a bare name."""
-    if is_databricks() and "." not in name:
-        return f"{get_param('CATALOG', 'main')}.{get_param('SCHEMA', 'mlflow_deployment')}.{name}"
-    return name
+    return uc_name(name)
 
 
 def register_producer(name: str, producer: str) -> None:

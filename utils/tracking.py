@@ -11,13 +11,13 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
-from utils.env import get_param, is_databricks, work_dir, work_path
+from utils.env import is_databricks, uc_name, work_dir, work_path
 
 DEFAULT_EXPERIMENT = "mlflow-deployment-notebooks"
 CHAMPION, CHALLENGER = "champion", "challenger"
 
-# Offline defaults checked on these machines (DESIGN.md section 7): no telemetry, no model
-# catalog look-ups, no pip checks or uv detection.
+# Offline defaults: no telemetry, no model catalog look-ups (each costs ~6 s per evaluate
+# call), no pip checks or uv detection.
 OFFLINE_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_MODEL_CATALOG_URI": "",
@@ -55,19 +55,16 @@ def tracking_uri() -> str:
     return f"sqlite:///{work_path('mlflow.db')}"
 
 
-def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at this project's tracking store and registry; return the experiment id.
-
-    Call it before any other MLflow call: MLflow 3 otherwise creates `mlflow.db` in the current
-    directory. The URI is exported too, so servers and workers started later use the same store.
-    """
+def configure_tracking() -> None:
+    """Point MLflow at this project's tracking store and registry, leaving the active
+    experiment alone. The URI is exported too, so servers and workers started later use it."""
     import mlflow
 
     apply_offline_defaults()
     if is_databricks():
         mlflow.set_tracking_uri("databricks")
         mlflow.set_registry_uri("databricks-uc")
-        return mlflow.set_experiment(f"/Shared/{DEFAULT_EXPERIMENT}/{experiment}").experiment_id
+        return
     for key, value in LOCAL_STORE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri()
@@ -75,17 +72,40 @@ def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
     os.environ["MLFLOW_REGISTRY_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = work_path("mlartifacts", experiment)
-        mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
-    return mlflow.set_experiment(experiment).experiment_id
+
+
+def experiment_id(experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of `experiment`, created when missing (locally with its artifacts under the work
+    dir); the active experiment does not change."""
+    import mlflow
+
+    configure_tracking()
+    if is_databricks():
+        experiment = f"/Shared/{DEFAULT_EXPERIMENT}/{experiment}"
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    if is_databricks():
+        return mlflow.create_experiment(experiment)
+    artifacts = work_path("mlartifacts", experiment)
+    return mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+
+
+def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at this project's tracking store and registry and make `experiment` the
+    active one; return its id.
+
+    Call it before any other MLflow call: MLflow 3 otherwise creates `mlflow.db` in the current
+    directory.
+    """
+    import mlflow
+
+    return mlflow.set_experiment(experiment_id=experiment_id(experiment)).experiment_id
 
 
 def model_name(name: str) -> str:
     """The registry name to use: `catalog.schema.name` in Unity Catalog, `name` locally."""
-    if is_databricks() and "." not in name:
-        return f"{get_param('CATALOG', 'main')}.{get_param('SCHEMA', 'mlflow_deployment')}.{name}"
-    return name
+    return uc_name(name)
 
 
 def _client():
@@ -111,7 +131,7 @@ def get_aliases(name: str) -> dict[str, int]:
         raise ModelNotFoundError(
             f"No registered model '{model_name(name)}'. Registered models: "
             f"{registered_model_names() or 'none'}. "
-            "Run chapter 01 or utils.tracking.ensure_champion."
+            "Run chapter 01 or utils.training.ensure_champion."
         ) from None
     return {alias: int(version) for alias, version in model.aliases.items()}
 
@@ -181,49 +201,6 @@ def load_model(uri: str):
     if uri.startswith("models:/"):
         resolve_model_uri(uri)
     return mlflow.pyfunc.load_model(uri)
-
-
-def ensure_champion(name: str, with_challenger: bool = False, size: int = 5_000, seed: int = 42):
-    """The `champion` version of `name`, training and registering one when there is none.
-
-    Any chapter calls this first, so it can run alone on a fresh machine. With
-    `with_challenger`, a `challenger` version (a smaller model) is made too when missing.
-    Returns the champion's ModelVersion.
-    """
-    import mlflow
-
-    from utils.datasets import make_churn
-    from utils.training import log_churn_model, train_churn_model
-
-    setup_mlflow()
-    try:
-        aliases = get_aliases(name)
-    except ModelNotFoundError:
-        aliases = {}
-    wanted = [CHAMPION] + ([CHALLENGER] if with_challenger else [])
-    data = None
-    for alias in (a for a in wanted if a not in aliases):
-        data = make_churn(size, seed) if data is None else data
-        params = {} if alias == CHAMPION else {"n_estimators": 40, "max_depth": 2}
-        trained = train_churn_model(data, **params)
-        with mlflow.start_run(run_name=f"ensure-{alias}"):
-            mlflow.log_params({"rows": size, **params})
-            mlflow.log_metrics({f"test_{k}": v for k, v in trained.metrics.items()})
-            info = log_churn_model(trained)
-        register_model(
-            info.model_uri,
-            name,
-            description=(
-                "Bank churn classifier (one-hot + scaling + gradient boosting) trained on "
-                f"{size} generated customers; predicts Exited (1 = churns)."
-            ),
-            tags={
-                "trained_by": "utils.tracking.ensure_champion",
-                "test_auc": f"{trained.metrics['auc']:.4f}",
-            },
-            aliases=[alias],
-        )
-    return _client().get_model_version_by_alias(model_name(name), CHAMPION)
 
 
 def artifacts_dir():

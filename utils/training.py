@@ -12,8 +12,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from utils.datasets import CHURN_CATEGORICAL, CHURN_NUMERIC, split_features_label
-from utils.packaging import pinned_requirements
+from utils.datasets import CHURN_CATEGORICAL, CHURN_LABEL, CHURN_NUMERIC, split_features_label
+from utils.environments.requirements import pinned_requirements
 
 # skops refuses to load types it does not know; a gradient-boosted model holds trees.
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
@@ -59,10 +59,11 @@ def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, flo
 
 
 def train_churn_model(
-    df: pd.DataFrame, test_size: float = 0.25, seed: int = 42, **params
+    df: pd.DataFrame, test_size: float = 0.25, seed: int = 42, label: str = CHURN_LABEL, **params
 ) -> TrainedModel:
-    """Fit `build_churn_pipeline(**params)` on a stratified split and evaluate it on the rest."""
-    X, y = split_features_label(df)
+    """Fit `build_churn_pipeline(**params)` on a stratified split and evaluate it on the rest;
+    `label` names the column to learn (every other column is a feature)."""
+    X, y = split_features_label(df, label)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y
     )
@@ -94,3 +95,70 @@ def log_churn_model(
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
         registered_model_name=registered_model_name,
     )
+
+
+class ModelNameTakenError(RuntimeError):
+    """A registered model of that name exists but has no `champion`: it is someone else's."""
+
+
+def ensure_champion(name: str, with_challenger: bool = False, size: int = 5_000, seed: int = 42):
+    """The `champion` version of `name`, training and registering the demo churn model when the
+    name is not registered yet (chapter 01 shows the registry calls this makes).
+
+    Any chapter calls this first, so it can run alone on a fresh machine. With
+    `with_challenger`, a `challenger` version (a smaller model) is made too when missing. The
+    runs go to the default experiment; the active experiment does not change. A model of that
+    name with versions but no `champion` is not ours to add to: ModelNameTakenError.
+    Returns the champion's ModelVersion.
+    """
+    import mlflow
+
+    from utils.datasets import make_churn
+    from utils.tracking import (
+        CHALLENGER,
+        CHAMPION,
+        ModelNotFoundError,
+        experiment_id,
+        get_aliases,
+        model_name,
+        register_model,
+    )
+
+    default_experiment = experiment_id()
+    client = mlflow.MlflowClient()
+    try:
+        aliases = get_aliases(name)
+    except ModelNotFoundError:
+        aliases = {}
+    else:
+        if CHAMPION not in aliases and client.search_model_versions(f"name='{model_name(name)}'"):
+            raise ModelNameTakenError(
+                f"Model {model_name(name)} is registered with versions but no 'champion' alias, "
+                "so it is not this tutorial's demo model; the demo churn model will not be added "
+                f"to it. Give MODEL_NAME another name, or set a champion: "
+                f"MlflowClient().set_registered_model_alias({model_name(name)!r}, 'champion', V)."
+            )
+    wanted = [CHAMPION] + ([CHALLENGER] if with_challenger else [])
+    data = None
+    for alias in (a for a in wanted if a not in aliases):
+        data = make_churn(size, seed) if data is None else data
+        params = {} if alias == CHAMPION else {"n_estimators": 40, "max_depth": 2}
+        trained = train_churn_model(data, **params)
+        with mlflow.start_run(run_name=f"ensure-{alias}", experiment_id=default_experiment):
+            mlflow.log_params({"rows": size, **params})
+            mlflow.log_metrics({f"test_{k}": v for k, v in trained.metrics.items()})
+            info = log_churn_model(trained)
+        register_model(
+            info.model_uri,
+            name,
+            description=(
+                "Bank churn classifier (one-hot + scaling + gradient boosting) trained on "
+                f"{size} generated customers; predicts Exited (1 = churns)."
+            ),
+            tags={
+                "trained_by": "utils.training.ensure_champion",
+                "test_auc": f"{trained.metrics['auc']:.4f}",
+            },
+            aliases=[alias],
+        )
+    return client.get_model_version_by_alias(model_name(name), CHAMPION)

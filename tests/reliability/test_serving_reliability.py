@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 import requests
 
+from utils.abtest.experiment import log_router
+from utils.abtest.router import REQUEST_ID
 from utils.datasets import CHURN_FEATURES, make_churn
-from utils.loadtest import run_load
 from utils.serving import build_payload, error_from_response, score_model, serve_model
-from utils.tracking import ensure_champion, model_uri, setup_mlflow
-from utils.traffic import REQUEST_ID, log_router
+from utils.serving.loadtest import run_load
+from utils.tracking import model_uri, setup_mlflow
+from utils.training import ensure_champion
 
 pytestmark = pytest.mark.slow  # real servers under load for several seconds each
 

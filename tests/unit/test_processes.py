@@ -13,7 +13,7 @@ from utils.processes import (
     stop_all_processes,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 def _http_server(port: int) -> list[str]:
@@ -60,7 +60,9 @@ def test_stop_kills_a_process_that_ignores_term(tmp_path):
         "print('up', flush=True); time.sleep(60)",
     ]
     log = tmp_path / "stubborn.log"
-    handle = start_process(args, name="stubborn", log_path=log, ready=lambda: "up" in log.read_text())
+    handle = start_process(
+        args, name="stubborn", log_path=log, ready=lambda: "up" in log.read_text()
+    )
     handle.stop(timeout=0.5)
     assert not handle.is_alive()
 

@@ -14,8 +14,8 @@ from utils.pyfunc.modelkit import (
     require_artifact,
     require_column,
 )
-from utils.pyfunc.modelkit.images import pixels_to_png_base64, png_to_pixels
-from utils.pyfunc.modelkit.text import encode, normalize
+from utils.pyfunc.modelkit.digit_reader import pixels_to_png_base64, png_to_pixels
+from utils.pyfunc.modelkit.support_classifier import encode, normalize
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ def test_bad_images_are_refused_with_a_reason(value, message):
 
 
 def _tokenizer(max_tokens: int):
-    from utils.pyfunc.text import load_support_messages, train_tokenizer
+    from utils.pyfunc.support_classifier import load_support_messages, train_tokenizer
 
     texts = load_support_messages()["text"].head(200).tolist()
     return train_tokenizer(texts, max_tokens=max_tokens)
@@ -126,7 +126,7 @@ def test_tokenizer_saves_and_loads_offline(tokenizer, tmp_path):
 def test_text_classifier_learns_and_artifacts_round_trip(roomy_tokenizer, tmp_path):
     import json
 
-    from utils.pyfunc.text import (
+    from utils.pyfunc.support_classifier import (
         SUPPORT_LABELS,
         load_support_messages,
         predict_probabilities,
@@ -149,7 +149,7 @@ def test_text_classifier_learns_and_artifacts_round_trip(roomy_tokenizer, tmp_pa
 
 
 def test_load_support_messages_checks_columns(tmp_path):
-    from utils.pyfunc.text import load_support_messages
+    from utils.pyfunc.support_classifier import load_support_messages
 
     path = tmp_path / "m.csv"
     pd.DataFrame({"text": ["x"], "billing": [1]}).to_csv(path, index=False)
@@ -160,8 +160,8 @@ def test_load_support_messages_checks_columns(tmp_path):
 def test_digit_images_and_scores():
     import torch
 
-    from utils.pyfunc.digits import load_digit_images
-    from utils.pyfunc.modelkit.images import DigitsCNN, batch_tensor, scores
+    from utils.pyfunc.digit_reader import load_digit_images
+    from utils.pyfunc.modelkit.digit_reader import DigitsCNN, batch_tensor, scores
 
     train, test = load_digit_images()
     assert len(train) + len(test) == 1797

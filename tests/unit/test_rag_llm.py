@@ -22,7 +22,7 @@ from utils.rag.llm import (
     start_llm_server,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 class FakeBackend:

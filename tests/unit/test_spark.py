@@ -58,3 +58,30 @@ def test_local_session_settings(work_dir):
     assert os.environ["PYSPARK_PYTHON"] == spark_module.sys.executable
     assert table_format() == "parquet"
     assert get_spark() is spark
+
+
+@pytest.mark.spark
+def test_the_chapters_master_is_used_or_refused_clearly(work_dir):
+    """Regression: `SPARK_MASTER` set in chapter 02's parameters cell had no effect, because
+    `get_spark()` only read the environment. The chapter's value now reaches the session, and a
+    kernel whose session runs elsewhere says so instead of silently ignoring it."""
+    spark = get_spark("local[*]")
+    assert spark.sparkContext.master == "local[*]"
+    with pytest.raises(spark_module.SparkMasterError, match="not spark://127.0.0.1:7077"):
+        get_spark("spark://127.0.0.1:7077")
+
+
+@pytest.mark.unit
+def test_every_spark_chapter_passes_its_spark_master_parameter():
+    import json
+
+    from utils.chapters import NOTEBOOKS_DIR
+
+    for name in ["02_batch_inference", "03_streaming_inference",
+                 "09_inference_tables_and_retraining", "jobs/score", "jobs/merge_labels",
+                 "jobs/retrain"]:  # fmt: skip
+        cells = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())["cells"]
+        parameters = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        assert 'SPARK_MASTER = get_param("SPARK_MASTER"' in "".join(parameters["source"]), name
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "get_spark(SPARK_MASTER)" in code, name

@@ -5,7 +5,6 @@ import pytest
 
 from utils.tracking import (
     ModelNotFoundError,
-    ensure_champion,
     get_aliases,
     load_model,
     model_name,
@@ -15,8 +14,9 @@ from utils.tracking import (
     setup_mlflow,
     tracking_uri,
 )
+from utils.training import ensure_champion
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,35 @@ def test_model_name_is_three_part_on_databricks(monkeypatch):
     monkeypatch.setenv("SCHEMA", "churn")
     assert model_name("m") == "ml.churn.m"
     assert model_name("other.schema.m") == "other.schema.m"
+
+
+def test_ensure_champion_keeps_the_chapters_experiment_active():
+    """Regression: ensure_champion switched to the default experiment, so runs a chapter
+    logged after it landed there instead of in the chapter's own experiment."""
+    chapter_experiment = setup_mlflow("tracking-tests-chapter")
+    ensure_champion("experiment_switch_model", size=800)  # trains and registers: a new name
+    with mlflow.start_run() as run:
+        pass
+    assert run.info.experiment_id == chapter_experiment
+    ensure_runs = mlflow.search_runs(
+        experiment_names=["mlflow-deployment-notebooks"],
+        filter_string="attributes.run_name = 'ensure-champion'",
+    )
+    assert len(ensure_runs) >= 1  # the demo model's own run went to the default experiment
+
+
+def test_ensure_champion_refuses_a_name_that_is_not_the_demo_model(champion):
+    from utils.training import ModelNameTakenError
+
+    setup_mlflow("tracking-tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(champion_model_pipeline(), name="model")
+    register_model(info.model_uri, "someone_elses_model", description="x" * 40)
+    with pytest.raises(ModelNameTakenError, match="no 'champion' alias"):
+        ensure_champion("someone_elses_model")
+
+
+def champion_model_pipeline():
+    from sklearn.dummy import DummyClassifier
+
+    return DummyClassifier().fit([[0], [1]], [0, 1])

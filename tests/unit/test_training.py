@@ -1,7 +1,7 @@
 import pytest
 
 from utils.datasets import make_churn
-from utils.packaging import RequirementNotInstalledError, pinned_requirements
+from utils.environments.requirements import RequirementNotInstalledError, pinned_requirements
 from utils.training import build_churn_pipeline, prediction_output, train_churn_model
 
 pytestmark = pytest.mark.unit
@@ -29,3 +29,13 @@ def test_pinned_requirements():
     assert pins[0].startswith("mlflow==3.") and pins[1].startswith("scikit-learn==")
     with pytest.raises(RequirementNotInstalledError, match="'no-such-package-xyz'"):
         pinned_requirements("no-such-package-xyz")
+
+
+def test_train_churn_model_learns_the_label_it_is_given():
+    """Regression: `retrain_candidate(label=...)` trained on `Exited` whatever label it got."""
+    data = make_churn(1_200).rename(columns={"Exited": "churned"})
+    trained = train_churn_model(data, n_estimators=10, label="churned")
+    assert trained.y_test.name == "churned"
+    assert "churned" not in trained.X_train.columns
+    with pytest.raises(KeyError, match="Exited"):
+        train_churn_model(data, n_estimators=10)  # the default label is not in this frame

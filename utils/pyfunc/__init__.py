@@ -1,12 +1,14 @@
 """Custom pyfunc models for chapter 06: data, training and the pieces the models ship with.
 
+Each model keeps one name in every folder:
+
 - `wine`: scikit-learn's wine data for the decision-tree wrapper (its PythonModel lives in the
   notebook: it is the lesson).
-- `text`: the support-message classifier: tokenizer training, torch training, artifacts.
-- `digits`: the digits CNN with base64 PNG input.
-- `modelkit/`: code the text and digits models carry with them through `code_paths`.
-- `model_code/`: the models-from-code files MLflow logs for the text and digits models.
-- `serve`: a local scoring server for a model URI (until `utils.serving` takes over).
+- `support_classifier`: the support-message classifier. `support_classifier.py` here trains
+  the tokenizer and the torch network and writes the artifacts; `modelkit/support_classifier.py`
+  is the pre-processing the model carries through `code_paths`; `model_code/support_classifier.py`
+  is the models-from-code file MLflow logs and serves.
+- `digit_reader`: the digits CNN taking base64 PNG input, laid out the same way.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def signature_and_example():
 
 
 def chatbot_requirements() -> list[str]:
-    from utils.packaging import pinned_requirements
+    from utils.environments.requirements import pinned_requirements
 
     return pinned_requirements(
         "mlflow", "pandas", "numpy", "requests", "torch", *EMBEDDING_REQUIREMENTS

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from starlette.requests import Request  # at module level: FastAPI resolves the annotation here
 
 from utils.env import REPO_ROOT, work_path
-from utils.serving import LOOPBACK, _die_with_parent, free_port, port_is_free
+from utils.processes import LOOPBACK, die_with_parent, free_port, port_is_free
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 MAX_CONTEXT_TOKENS = 2048  # prompt + answer per request; Gemma 3 allows more, CPUs do not
@@ -500,7 +500,7 @@ def start_llm_server(
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
             args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, cwd=REPO_ROOT,
+            preexec_fn=die_with_parent, cwd=REPO_ROOT,
         )
     server = LLMServer(model_name, port, log_path, process)
     _LIVE.add(server)

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from modelkit import BadInputError, require_artifact, require_column
-from modelkit.images import DigitsCNN, batch_tensor, scores
+from modelkit.digit_reader import DigitsCNN, batch_tensor, scores
 
 
 class DigitReader(PythonModel):

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 from modelkit import require_artifact, require_column
-from modelkit.text import Encoded, TextClassifier, encode
+from modelkit.support_classifier import Encoded, TextClassifier, encode
 
 
 class SupportMessageClassifier(PythonModel):

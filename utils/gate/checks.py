@@ -1,0 +1,451 @@
+"""The validation gate's checks for a registered model version (chapter 08).
+
+`validate_candidate` runs every check on one version and returns a report: each check passed
+or failed, with the value measured, the threshold and the reason. The checks are plain
+functions of measured values, so each one can be read and tested alone; `validate_candidate`
+measures the values from the registry and a labelled holdout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from utils.tracking import CHAMPION, ModelNotFoundError, get_aliases, model_name
+
+# Unity Catalog limits tag values to 256 characters; keep every tag we write under that.
+TAG_VALUE_LIMIT = 250
+
+
+PLACEHOLDER_DESCRIPTIONS = {"todo", "tbd", "test", "model", "n/a", "none", "wip", "fixme"}
+
+
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?==[^=\s]+$")
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """Thresholds of the gate. The defaults suit the churn classifier of these chapters."""
+
+    min_description_words: int = 8
+    required_tags: tuple[str, ...] = ("owner_team", "training_rows")
+    metric: str = "auc"  # "auc", "accuracy" or "f1"
+    tolerance: float = 0.01  # how much worse than the champion a candidate may be
+    slice_column: str | None = "Geography"
+    slice_floor: float = 0.75
+    min_slice_rows: int = 50  # smaller slices are reported but not judged: too noisy
+    latency_budget_ms: float = 50.0
+    latency_repeats: int = 30
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: did it pass, what was measured, against what, and why it failed."""
+
+    check: str
+    passed: bool
+    value: Any
+    threshold: Any
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    """Every check of one model version, and the champion it was compared with."""
+
+    model_name: str
+    version: int
+    champion_version: int | None
+    checks: list[CheckResult] = field(default_factory=list)
+    validated_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def check(self, name: str) -> CheckResult:
+        for result in self.checks:
+            if result.check == name:
+                return result
+        raise KeyError(f"No check {name!r}; checks: {[c.check for c in self.checks]}")
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.check}: {c.reason}" for c in self.failures]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "check": c.check,
+                    "passed": c.passed,
+                    "value": _show(c.value),
+                    "threshold": _show(c.threshold),
+                    "reason": c.reason,
+                }
+                for c in self.checks
+            ]
+        )
+
+    def as_tags(self) -> dict[str, str]:
+        """The report as model version tags: a status, the reasons, one tag per check."""
+        status = "passed" if self.passed else "failed"
+        summary = "; ".join(self.reasons) or f"all {len(self.checks)} checks passed"
+        tags = {
+            "validation_status": status,
+            "validation_reasons": clip_tag_value(summary),
+            "validated_at": self.validated_at,
+            "validated_against": str(self.champion_version) if self.champion_version else "none",
+        }
+        for c in self.checks:
+            verdict = "pass" if c.passed else "fail"
+            tags[f"validation.{c.check}"] = clip_tag_value(
+                f"{verdict}: {_show(c.value)} (threshold {_show(c.threshold)})"
+            )
+        return tags
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "champion_version": self.champion_version,
+            "passed": self.passed,
+            "validated_at": self.validated_at,
+            "checks": [c.__dict__ for c in self.checks],
+        }
+
+    def __str__(self) -> str:
+        against = (
+            f", compared with champion version {self.champion_version}"
+            if self.champion_version
+            else ""
+        )
+        head = (
+            f"{self.model_name} version {self.version}: "
+            f"{'PASSED' if self.passed else 'REFUSED'} "
+            f"({len(self.checks) - len(self.failures)}/{len(self.checks)} checks passed{against})"
+        )
+        return "\n".join([head, *[f"  - {r}" for r in self.reasons]])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+    return str(value)
+
+
+def clip_tag_value(text: str) -> str:
+    return text if len(text) <= TAG_VALUE_LIMIT else text[: TAG_VALUE_LIMIT - 3] + "..."
+
+
+def check_description(description: str | None, min_words: int = 8) -> CheckResult:
+    """A description must exist, say something (not a placeholder) and have `min_words` words."""
+    text = (description or "").strip()
+    words = len(text.split())
+    if not text:
+        reason = "no description; say what the model predicts, from what data, and for whom"
+    elif text.lower().strip(".! ") in PLACEHOLDER_DESCRIPTIONS:
+        reason = f"description {text!r} is a placeholder"
+    elif words < min_words:
+        reason = f"description has {words} words; write at least {min_words}"
+    else:
+        return CheckResult("description", True, words, f">= {min_words} words", "")
+    return CheckResult("description", False, words, f">= {min_words} words", reason)
+
+
+def check_tags(tags: Mapping[str, str], required: Sequence[str]) -> CheckResult:
+    """Every required tag must be present with a non-empty value."""
+    missing = [t for t in required if not str(tags.get(t, "")).strip()]
+    value = ", ".join(sorted(k for k in tags if not k.startswith("validation"))) or "none"
+    if missing:
+        return CheckResult("tags", False, value, ", ".join(required), f"missing tags {missing}")
+    return CheckResult("tags", True, value, ", ".join(required), "")
+
+
+def check_signature(signature) -> CheckResult:
+    """The model must carry a signature with both inputs and outputs (serving enforces it)."""
+    inputs = getattr(signature, "inputs", None)
+    outputs = getattr(signature, "outputs", None)
+    counts = [len(spec.inputs) if spec else 0 for spec in (inputs, outputs)]
+    value = f"inputs: {counts[0]}, outputs: {counts[1]}"
+    if signature is None:
+        return CheckResult(
+            "signature",
+            False,
+            "none",
+            "inputs and outputs",
+            "no signature; log the model with signature=infer_signature(X, y_pred)",
+        )
+    missing = [part for part, spec in (("inputs", inputs), ("outputs", outputs)) if not spec]
+    if missing:
+        return CheckResult(
+            "signature",
+            False,
+            value,
+            "inputs and outputs",
+            f"the signature has no {' and no '.join(missing)}",
+        )
+    return CheckResult("signature", True, value, "inputs and outputs", "")
+
+
+def check_input_example(has_example: bool) -> CheckResult:
+    """An input example lets serving endpoints show a sample request."""
+    if has_example:
+        return CheckResult("input_example", True, "present", "present", "")
+    return CheckResult(
+        "input_example",
+        False,
+        "absent",
+        "present",
+        "no input example; log the model with input_example=X.head(5)",
+    )
+
+
+def check_requirements(lines: Sequence[str] | None) -> CheckResult:
+    """Every requirement must be pinned `name==version`, so the model loads the same later."""
+    if lines is None:
+        return CheckResult(
+            "requirements",
+            False,
+            "no requirements.txt",
+            "all pinned (==)",
+            "the model has no requirements.txt",
+        )
+    wanted = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith(("#", "-"))]
+    unpinned = [ln for ln in wanted if not _PINNED.match(ln)]
+    value = f"{len(wanted) - len(unpinned)}/{len(wanted)} pinned"
+    if not wanted:
+        return CheckResult(
+            "requirements", False, value, "all pinned (==)", "requirements.txt is empty"
+        )
+    if unpinned:
+        return CheckResult(
+            "requirements",
+            False,
+            value,
+            "all pinned (==)",
+            f"unpinned {unpinned}; pass pip_requirements=pinned_requirements(...)",
+        )
+    return CheckResult("requirements", True, value, "all pinned (==)", "")
+
+
+def check_metric_vs_champion(
+    candidate: float, champion: float | None, metric: str = "auc", tolerance: float = 0.01
+) -> CheckResult:
+    """The candidate may be at most `tolerance` worse than the champion on the same holdout."""
+    name = f"{metric}_vs_champion"
+    if champion is None:
+        return CheckResult(name, True, round(candidate, 4), "no champion yet", "")
+    floor = champion - tolerance
+    if candidate < floor:
+        return CheckResult(
+            name,
+            False,
+            round(candidate, 4),
+            f">= {floor:.4f}",
+            f"{metric} {candidate:.4f} is worse than the champion's {champion:.4f} "
+            f"by more than {tolerance}",
+        )
+    return CheckResult(name, True, round(candidate, 4), f">= {floor:.4f}", "")
+
+
+def check_slices(
+    scores: Mapping[str, float | None], floor: float, metric: str = "auc"
+) -> CheckResult:
+    """No judged slice may score below `floor`. A None score (slice too small) is not judged."""
+    name = f"{metric}_by_slice"
+    judged = {k: v for k, v in scores.items() if v is not None}
+    value = {k: round(v, 4) for k, v in judged.items()}
+    if not judged:
+        return CheckResult(
+            name,
+            False,
+            "no slice large enough",
+            f">= {floor}",
+            "no slice had enough rows to judge; use a larger holdout",
+        )
+    low = {k: v for k, v in judged.items() if v < floor}
+    if low:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in low.items())
+        return CheckResult(name, False, value, f">= {floor}", f"slices below the floor: {shown}")
+    return CheckResult(name, True, value, f">= {floor}", "")
+
+
+def check_latency(p50_ms: float, budget_ms: float) -> CheckResult:
+    """Single-row predict latency (median) must stay within the budget."""
+    if p50_ms > budget_ms:
+        return CheckResult(
+            "latency_p50_ms",
+            False,
+            round(p50_ms, 2),
+            f"<= {budget_ms}",
+            f"single-row p50 {p50_ms:.1f} ms is over the {budget_ms} ms budget",
+        )
+    return CheckResult("latency_p50_ms", True, round(p50_ms, 2), f"<= {budget_ms}", "")
+
+
+def _scores(model, X: pd.DataFrame):
+    """Positive-class probabilities when the underlying model has them, else predictions."""
+    raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
+    if hasattr(raw, "predict_proba"):
+        return raw.predict_proba(X)[:, 1]
+    predicted = model.predict(X)
+    return predicted.iloc[:, 0] if isinstance(predicted, pd.DataFrame) else predicted
+
+
+def score_metric(model, X: pd.DataFrame, y: pd.Series, metric: str = "auc") -> float | None:
+    """`metric` of a model on labelled rows; None when undefined (AUC on one class)."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    if metric == "auc":
+        if pd.Series(y).nunique() < 2:
+            return None
+        return float(roc_auc_score(y, _scores(model, X)))
+    predicted = model.predict(X)
+    predicted = predicted.iloc[:, 0] if isinstance(predicted, pd.DataFrame) else predicted
+    if metric == "accuracy":
+        return float(accuracy_score(y, predicted))
+    if metric == "f1":
+        return float(f1_score(y, predicted))
+    raise ValueError(f"metric must be 'auc', 'accuracy' or 'f1', got {metric!r}")
+
+
+def slice_metrics(
+    model, X: pd.DataFrame, y: pd.Series, column: str, metric: str = "auc", min_rows: int = 50
+) -> dict[str, float | None]:
+    """`metric` per value of `column`; None for slices with fewer than `min_rows` rows."""
+    if column not in X.columns:
+        raise ValueError(
+            f"Slice column {column!r} is not in the holdout; columns: {list(X.columns)}"
+        )
+    y = pd.Series(y, index=X.index)
+    return {
+        str(value): score_metric(model, X[mask], y[mask], metric)
+        if mask.sum() >= min_rows
+        else None
+        for value, mask in ((v, X[column] == v) for v in sorted(X[column].dropna().unique()))
+    }
+
+
+def single_row_latency_ms(model, X: pd.DataFrame, repeats: int = 30) -> float:
+    """Median milliseconds of `model.predict` on one row, after one warm-up call."""
+    row = X.head(1)
+    model.predict(row)
+    timings = []
+    for i in range(repeats):
+        row = X.iloc[[i % len(X)]]
+        start = time.perf_counter()
+        model.predict(row)
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+@dataclass
+class _LoadedVersion:
+    version: Any  # mlflow ModelVersion
+    model: Any  # PyFuncModel
+    info: Any  # mlflow.models.Model
+    requirements: list[str] | None
+
+
+def _load_version(name: str, version: int | str) -> _LoadedVersion:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ModelNotFoundError(f"Model '{name}' has no version {version}.") from None
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    requirements = local / "requirements.txt"
+    return _LoadedVersion(
+        version=mv,
+        model=mlflow.pyfunc.load_model(str(local)),
+        info=Model.load(str(local)),
+        requirements=requirements.read_text().splitlines() if requirements.exists() else None,
+    )
+
+
+def validate_candidate(
+    name: str,
+    version: int | str,
+    X_holdout: pd.DataFrame,
+    y_holdout: pd.Series,
+    policy: ValidationPolicy | None = None,
+    champion_alias: str = CHAMPION,
+) -> ValidationReport:
+    """Run every check of `policy` on version `version` of model `name`.
+
+    The candidate and the current `champion_alias` version are scored on the same labelled
+    holdout. Nothing is changed in the registry: `promote` writes the outcome.
+    """
+    policy = policy or ValidationPolicy()
+    name = model_name(name)
+    if len(X_holdout) != len(y_holdout) or len(X_holdout) == 0:
+        raise ValueError(
+            f"The holdout needs as many labels as rows and at least one row; got "
+            f"{len(X_holdout)} rows and {len(y_holdout)} labels."
+        )
+    candidate = _load_version(name, version)
+    champion_version = get_aliases(name).get(champion_alias)
+    champion_score = None
+    if champion_version is not None and int(champion_version) != int(version):
+        champion = _load_version(name, champion_version)
+        champion_score = score_metric(champion.model, X_holdout, y_holdout, policy.metric)
+    else:
+        champion_version = None  # a version is not compared with itself
+
+    checks = [
+        check_description(candidate.version.description, policy.min_description_words),
+        check_tags(candidate.version.tags, policy.required_tags),
+        check_signature(candidate.info.signature),
+        check_input_example(candidate.info.saved_input_example_info is not None),
+        check_requirements(candidate.requirements),
+        check_metric_vs_champion(
+            score_metric(candidate.model, X_holdout, y_holdout, policy.metric),
+            champion_score,
+            policy.metric,
+            policy.tolerance,
+        ),
+    ]
+    if policy.slice_column:
+        scores = slice_metrics(
+            candidate.model,
+            X_holdout,
+            y_holdout,
+            policy.slice_column,
+            policy.metric,
+            policy.min_slice_rows,
+        )
+        checks.append(check_slices(scores, policy.slice_floor, policy.metric))
+    checks.append(
+        check_latency(
+            single_row_latency_ms(candidate.model, X_holdout, policy.latency_repeats),
+            policy.latency_budget_ms,
+        )
+    )
+    return ValidationReport(name, int(version), champion_version, checks)
+
+
+def dumps(report: ValidationReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, default=str)
+
