@@ -9,13 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from utils.monitoring.schema import ACTUAL_LABEL, MODEL_VERSION
 
-def compare_variants(scored: pd.DataFrame, label: str = "actual_label") -> pd.DataFrame:
+
+def compare_variants(scored: pd.DataFrame, label: str = ACTUAL_LABEL) -> pd.DataFrame:
     """Per variant and model version: requests, accuracy with a 95 % interval, predicted and
     actual positive rates and median latency. `scored` needs `variant`, `model_version`,
     `prediction`, `latency_ms` and the label column; rows without a label are left out."""
     labelled = scored.dropna(subset=[label])
-    grouped = labelled.groupby(["variant", "model_version"])
+    grouped = labelled.groupby(["variant", MODEL_VERSION])
     comparison = pd.DataFrame(
         {
             "requests": grouped.size(),
