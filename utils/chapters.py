@@ -266,6 +266,7 @@ def summary_table(results: Sequence[NotebookResult], key_limit: int = 6) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog="python -m utils.chapters",
         description="Run chapter notebooks and print what they recorded."
     )
     parser.add_argument("chapters", nargs="*", help="chapter numbers or names (default: all)")

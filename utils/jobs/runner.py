@@ -229,6 +229,7 @@ def save_report(run: JobRun, folder: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog="python -m utils.jobs",
         description="Check databricks.yml, or run one of its jobs locally."
     )
     parser.add_argument("job", nargs="?", help="job key to run (omit with --check)")
