@@ -132,18 +132,34 @@ class BackgroundProcess:
             raise
 
     def stop(self, timeout: float = 10.0) -> None:
-        """TERM the whole process group, KILL it after `timeout` s, and reap the child."""
+        """TERM the whole process group, KILL what is left after `timeout` s, reap the child.
+
+        The group is signalled even when the child itself has exited: a server's workers
+        (uvicorn's, Spark's) can outlive their supervisor and would keep the port.
+        """
         with _LIVE_LOCK:
             _LIVE.discard(self)
+        group = self.process.pid  # the child leads its own group (die_with_parent)
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if self.process.poll() is not None:
+            if not self._group_alive(group):
                 return
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(wait)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self._group_alive(group):
+                    return
+                time.sleep(0.05)
+
+    def _group_alive(self, group: int) -> bool:
+        self.process.poll()  # reap the child if it exited, so a zombie does not count
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the group id was reused by someone else's processes
+            return False
+        return True
 
     def __enter__(self) -> BackgroundProcess:
         return self

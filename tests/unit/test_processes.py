@@ -2,6 +2,7 @@
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,36 @@ def test_exit_hook_stops_what_is_still_running(tmp_path):
     handle = start_process(args, name="orphan", log_path=tmp_path / "o.log")
     stop_all_processes()
     assert not handle.is_alive()
+
+
+def test_stop_ends_workers_that_outlive_their_supervisor(tmp_path):
+    """A supervisor that dies leaves its workers in the group: stop() must still end them."""
+    pid_file = tmp_path / "worker.pid"
+    worker = "import time; time.sleep(60)"
+    supervisor = (
+        "import subprocess, sys; "
+        f"w = subprocess.Popen([sys.executable, '-c', {worker!r}]); "
+        f"open({str(pid_file)!r}, 'w').write(str(w.pid)); print('up', flush=True); "
+        "import time; time.sleep(1)"
+    )
+    log = tmp_path / "supervisor.log"
+    handle = start_process(
+        [sys.executable, "-c", supervisor], name="supervisor", log_path=log,
+        ready=lambda: "up" in log.read_text(),
+    )  # fmt: skip
+    handle.process.wait(10)  # the supervisor exits; its worker keeps running in the group
+    worker_pid = int(pid_file.read_text())
+    assert _running(worker_pid)
+    handle.stop(timeout=5)
+    assert not _running(worker_pid)
+
+
+def _running(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    return state != "Z"  # a killed worker reparented to init may linger as a zombie briefly
