@@ -2,8 +2,17 @@
 
 Tables are Spark catalog tables: Delta where the Delta connector is on the classpath
 (Databricks), Parquet otherwise. `merge_table` gives the same rows in both formats: Delta runs
-`MERGE INTO`; Parquet rewrites only the partitions the merge touches, staging the new content
-first so that a failure half-way loses nothing.
+`MERGE INTO`; Parquet rewrites only the files holding a matched key and adds new keys as new
+files, through a staged commit (`utils.table_commits`) that never deletes data before its
+replacement is on disk, so a crash or a failed job at any point loses nothing.
+
+Merge rules, the same in both formats:
+- keys match with `=`, as in Delta: a NULL key never matches. Such a row would be inserted
+  again on every replay, so it is set aside with the reason (`quarantine=`) or refused;
+- a key repeated inside one batch (Delta refuses the whole MERGE) is set aside the same way:
+  which of its rows is right is unknown;
+- `when_matched="update_non_null"` updates a column only where the new value is not NULL
+  (`COALESCE(new, old)`): re-logging a request or a label feed with gaps keeps stored labels.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from utils.env import uc_name
+from utils import table_commits
+from utils.env import is_databricks, uc_name
 from utils.spark import get_spark, table_format
 
 # What creates the tables chapters read, for error messages; chapters add their own names.
@@ -49,7 +59,25 @@ def register_producer(name: str, producer: str) -> None:
     TABLE_PRODUCERS[name] = producer
 
 
+def _local_parquet() -> bool:
+    return not is_databricks() and table_format() == "parquet"
+
+
+def recover_tables() -> table_commits.RecoveryReport:
+    """Finish local writes a crash interrupted after their commit and delete the staging of
+    those interrupted before it. Every helper here runs it first; it is cheap when clean."""
+    if not _local_parquet():
+        return table_commits.RecoveryReport([], [])
+    return table_commits.recover()
+
+
+def leftovers() -> list[str]:
+    """What interrupted local writes left in the work dir (empty after `recover_tables`)."""
+    return table_commits.leftovers() if _local_parquet() else []
+
+
 def table_exists(name: str) -> bool:
+    recover_tables()
     return get_spark().catalog.tableExists(full_name(name))
 
 
@@ -59,7 +87,7 @@ def list_tables() -> list[str]:
 
 def _require_table(name: str, created_by: str | None = None) -> str:
     qualified = full_name(name)
-    if get_spark().catalog.tableExists(qualified):
+    if table_exists(name):
         return qualified
     producer = created_by or TABLE_PRODUCERS.get(name)
     how = (
@@ -86,7 +114,11 @@ def _to_spark(df):
 def write_table(
     df, name: str, mode: str = "overwrite", partition_by: Sequence[str] | None = None
 ) -> str:
-    """Write a pandas or Spark DataFrame as table `name` (overwrite or append)."""
+    """Write a pandas or Spark DataFrame as table `name` (overwrite or append).
+
+    Locally the new files are staged and committed in one step (`utils.table_commits`): an
+    overwrite deletes the old files only once the new ones are on disk.
+    """
     if mode not in ("overwrite", "append"):
         raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
     sdf = _to_spark(df)
@@ -95,12 +127,59 @@ def write_table(
         raise SchemaMismatchError(
             f"Cannot partition table '{name}' by {missing}: the rows have columns {sdf.columns}."
         )
-    writer = sdf.write.format(table_format()).mode(mode)
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
     qualified = full_name(name)
-    writer.saveAsTable(qualified)
+    if not _local_parquet():
+        writer = sdf.write.format(table_format()).mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.saveAsTable(qualified)
+        return qualified
+    with table_commits.WRITE_LOCK:
+        if not table_exists(name):
+            _commit(sdf, qualified, list(partition_by or []))
+            return qualified
+        parts = _partition_columns(qualified)
+        if mode == "append":
+            _commit(_conform(sdf, qualified), qualified, parts)
+            return qualified
+        partition_by = list(partition_by or [])
+        wanted = [c for c in sdf.columns if c not in partition_by] + partition_by
+        table = get_spark().table(qualified)
+        same_shape = partition_by == parts and [(f.name, f.dataType) for f in table.schema] == [
+            (f.name, f.dataType) for f in sdf.select(*wanted).schema
+        ]
+        location = table_commits.table_location(qualified)
+        _commit(
+            sdf,
+            qualified,
+            list(partition_by or []),
+            replaces=table_commits.data_files(location),
+            recreate=not same_shape,
+        )
     return qualified
+
+
+def _conform(rows, qualified: str):
+    """`rows` with the table's columns, order and types (partition columns last)."""
+    table = get_spark().table(qualified)
+    extra = [c for c in rows.columns if c not in table.columns]
+    absent = [c for c in table.columns if c not in rows.columns]
+    if extra or absent:
+        raise SchemaMismatchError(
+            f"Rows to append to '{qualified}' do not fit it: extra columns {extra}, missing "
+            f"{absent} (table columns: {table.columns})."
+        )
+    return rows.select(*[rows[f.name].cast(f.dataType).alias(f.name) for f in table.schema])
+
+
+def _commit(rows, qualified: str, parts: list[str], replaces=(), recreate=False) -> None:
+    staged = table_commits.stage(rows, qualified, parts, replaces=replaces, recreate=recreate)
+    try:
+        table_commits.commit_and_apply(staged)
+    except BaseException:
+        if not staged.journal.exists():  # not committed: the table is as it was
+            table_commits.discard(staged)
+        raise
 
 
 def append_table(
@@ -108,6 +187,8 @@ def append_table(
     name: str,
     keys: Sequence[str] | None = None,
     partition_by: Sequence[str] | None = None,
+    when_matched: str = "update",
+    quarantine: str | None = None,
 ) -> MergeResult | None:
     """Append rows to `name`, creating it when missing.
 
@@ -115,7 +196,14 @@ def append_table(
     it (an upsert through `merge_table`), so writing the same batch twice leaves no duplicates.
     """
     if keys:
-        return merge_table(df, name, keys, partition_by=partition_by)
+        return merge_table(
+            df,
+            name,
+            keys,
+            when_matched=when_matched,
+            partition_by=partition_by,
+            quarantine=quarantine,
+        )
     write_table(df, name, mode="append", partition_by=partition_by)
     return None
 
@@ -139,14 +227,60 @@ def _check_merge_inputs(source, target, keys: Sequence[str], insert: bool) -> No
                 f"Rows to insert lack table columns {absent}; pass when_not_matched='ignore' "
                 "to only update existing rows."
             )
-    duplicates = source.groupBy(*keys).count().filter("count > 1")
-    example = duplicates.limit(3).collect()
-    if example:
-        shown = [{k: row[k] for k in keys} for row in example]
+
+
+QUARANTINE_REASON, QUARANTINE_ID, QUARANTINED_AT = (
+    "quarantine_reason",
+    "quarantine_id",
+    "quarantined_at",
+)
+
+
+def _set_aside(source, keys: list[str], quarantine: str | None):
+    """`source` without rows whose key is NULL or repeated in the batch; those go to table
+    `quarantine` with the reason (idempotent: a replayed batch adds nothing), or are refused."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    null_key = F.lit(False)
+    for key in keys:
+        null_key = null_key | F.col(key).isNull()
+    copies = F.count(F.lit(1)).over(Window.partitionBy(*keys))
+    reason = F.when(
+        null_key, F.lit("NULL merge key: it never matches, so every replay would insert it again")
+    ).when(
+        copies > 1,
+        F.concat(
+            F.lit("merge key repeated "),
+            copies.cast("string"),
+            F.lit(" times in one batch: which row is right is unknown"),
+        ),
+    )
+    judged = source.withColumn(QUARANTINE_REASON, reason).cache()
+    rejected = judged.where(F.col(QUARANTINE_REASON).isNotNull())
+    examples = rejected.limit(3).collect()
+    if not examples:
+        judged.unpersist()
+        return source
+    if quarantine is None:
+        shown = [{k: row[k] for k in keys} for row in examples]
+        judged.unpersist()
         raise SchemaMismatchError(
-            f"Source rows repeat merge keys {keys} ({duplicates.count()} keys, e.g. {shown}); "
-            "keep one row per key before merging."
+            f"Source rows have NULL keys or repeat merge keys {keys} (e.g. {shown}); keep one "
+            "row per non-NULL key before merging, or pass quarantine='<table>' to set such "
+            "rows aside with the reason."
         )
+    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in judged.columns])), 256)
+    occurrence = F.row_number().over(Window.partitionBy(content).orderBy(content))
+    aside = rejected.withColumn(
+        QUARANTINE_ID, F.concat(content, F.lit("-"), occurrence.cast("string"))
+    ).withColumn(QUARANTINED_AT, F.current_timestamp())
+    merge_table(aside, quarantine, [QUARANTINE_ID], when_matched="ignore")
+    kept = judged.where(F.col(QUARANTINE_REASON).isNull()).drop(QUARANTINE_REASON)
+    return kept
+
+
+MATCHED_ACTIONS = ("update", "update_non_null", "ignore")
 
 
 def merge_table(
@@ -156,66 +290,71 @@ def merge_table(
     when_matched: str = "update",
     when_not_matched: str = "insert",
     partition_by: Sequence[str] | None = None,
+    quarantine: str | None = None,
 ) -> MergeResult:
     """Merge `source` rows into table `name` by `keys`.
 
-    `when_matched`: "update" sets the source's columns on matching rows, "ignore" keeps them.
+    `when_matched`: "update" sets the source's columns on matching rows, "update_non_null" only
+    those whose new value is not NULL (`COALESCE(source, table)`), "ignore" keeps them.
     `when_not_matched`: "insert" adds rows with new keys, "ignore" only counts them (for
-    example labels arriving for unknown request ids). A missing table is created from the
-    source when inserting. Running the same merge twice changes nothing the second time.
+    example labels arriving for unknown request ids). Rows with a NULL key or a key repeated in
+    the batch go to table `quarantine` with the reason when given, else the merge is refused
+    (see the module docstring). A missing table is created from the source when inserting.
+    Running the same merge twice changes nothing the second time.
     """
-    if when_matched not in ("update", "ignore") or when_not_matched not in ("insert", "ignore"):
+    if when_matched not in MATCHED_ACTIONS or when_not_matched not in ("insert", "ignore"):
         raise ValueError(
-            "when_matched is 'update' or 'ignore'; when_not_matched 'insert' or 'ignore'"
+            f"when_matched is one of {MATCHED_ACTIONS}; when_not_matched 'insert' or 'ignore'"
         )
     keys = list(keys)
     source = _to_spark(source)
     insert = when_not_matched == "insert"
-    if not table_exists(name):
-        if not insert:
-            _require_table(name)
-        missing = [k for k in keys if k not in source.columns]
-        if missing:
-            raise SchemaMismatchError(f"Merge key {missing} is missing from the source rows.")
-        _check_merge_inputs(source, source, keys, insert)
-        count = source.count()
-        write_table(source, name, partition_by=partition_by)
-        return MergeResult(inserted=count, updated=0, unmatched=count, source_rows=count)
+    with table_commits.WRITE_LOCK:
+        if not table_exists(name):
+            if not insert:
+                _require_table(name)
+            _check_merge_inputs(source, source, keys, insert)
+            source = _set_aside(source, keys, quarantine)
+            count = source.count()
+            write_table(source, name, partition_by=partition_by)
+            return MergeResult(inserted=count, updated=0, unmatched=count, source_rows=count)
 
-    qualified = full_name(name)
-    spark = get_spark()
-    target = spark.table(qualified)
-    _check_merge_inputs(source, target, keys, insert)
-    types = dict(target.dtypes)
-    source = source.select(*[source[c].cast(types[c]).alias(c) for c in source.columns]).cache()
-    try:
-        source_rows = source.count()
-        matched = source.join(target.select(*keys).distinct(), keys, "left_semi").count()
-        result = MergeResult(
-            inserted=source_rows - matched if insert else 0,
-            updated=matched if when_matched == "update" else 0,
-            unmatched=source_rows - matched,
-            source_rows=source_rows,
-        )
-        if result.inserted or result.updated:
-            if table_format() == "delta":
-                _merge_delta(source, qualified, keys, when_matched, insert)
-            else:
-                _merge_parquet(source, qualified, keys, when_matched, insert)
-        return result
-    finally:
-        source.unpersist()
+        qualified = full_name(name)
+        target = get_spark().table(qualified)
+        _check_merge_inputs(source, target, keys, insert)
+        types = dict(target.dtypes)
+        source = source.select(*[source[c].cast(types[c]).alias(c) for c in source.columns])
+        source = _set_aside(source, keys, quarantine).cache()
+        try:
+            source_rows = source.count()
+            matched = source.join(target.select(*keys).distinct(), keys, "left_semi").count()
+            result = MergeResult(
+                inserted=source_rows - matched if insert else 0,
+                updated=matched if when_matched != "ignore" else 0,
+                unmatched=source_rows - matched,
+                source_rows=source_rows,
+            )
+            if result.inserted or result.updated:
+                if _local_parquet():
+                    _merge_parquet(source, qualified, keys, when_matched, insert)
+                else:
+                    _merge_delta(source, qualified, keys, when_matched, insert)
+            return result
+        finally:
+            source.unpersist()
 
 
 def _merge_delta(source, qualified: str, keys: list[str], when_matched: str, insert: bool) -> None:
     view = f"merge_source_{uuid.uuid4().hex[:8]}"
     source.createOrReplaceTempView(view)
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     clauses = []
     updates = [c for c in source.columns if c not in keys]
-    if when_matched == "update" and updates:
+    if when_matched != "ignore" and updates:
+        value = "COALESCE(s.`{c}`, t.`{c}`)" if when_matched == "update_non_null" else "s.`{c}`"
         clauses.append(
-            "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.`{c}` = s.`{c}`" for c in updates)
+            "WHEN MATCHED THEN UPDATE SET "
+            + ", ".join(f"t.`{c}` = " + value.format(c=c) for c in updates)
         )
     if insert:
         cols = ", ".join(f"`{c}`" for c in source.columns)
@@ -236,63 +375,59 @@ def _partition_columns(qualified: str) -> list[str]:
 def _merge_parquet(
     source, qualified: str, keys: list[str], when_matched: str, insert: bool
 ) -> None:
-    """Rewrite only the partitions a merge touches: stage their new content, then overwrite
-    them with dynamic partition overwrite and drop partitions left empty."""
+    """Stage the new content of the files holding a matched key plus the new keys' rows, and
+    commit it replacing exactly those files: work in proportion to the batch and the files it
+    touches (the key columns of the table are read to find them), not to the table."""
+    from pyspark.sql import functions as F
+
     spark = get_spark()
     target = spark.table(qualified)
-    columns = target.columns
-    parts = _partition_columns(qualified)
-    source_keys = source.select(*keys)
-
-    pieces = []
-    if when_matched == "update":
-        replaced = [c for c in source.columns if c not in keys]
-        pieces.append(target.drop(*replaced).join(source, keys, "inner").select(*columns))
-    if insert:
-        pieces.append(source.join(target.select(*keys), keys, "left_anti").select(*columns))
-    changed = pieces[0]
-    for piece in pieces[1:]:
-        changed = changed.unionByName(piece)
-
-    if parts:
-        old_rows = target.join(source_keys, keys, "left_semi") if when_matched == "update" else None
-        affected = changed.select(*parts)
-        if old_rows is not None:
-            affected = affected.unionByName(old_rows.select(*parts))
-        affected = affected.distinct()
-        kept = target.join(
-            affected, [target[p].eqNullSafe(affected[p]) for p in parts], "left_semi"
-        )
-    else:
-        kept = target
-    if when_matched == "update":
-        kept = kept.join(source_keys, keys, "left_anti")
-    new_content = kept.select(*columns).unionByName(changed)
-
-    staging = f"{qualified}__merge_{uuid.uuid4().hex[:8]}"
-    new_content.write.format("parquet").saveAsTable(staging)
+    columns, parts = target.columns, _partition_columns(qualified)
+    file_column = "__table_file"
+    hits = (
+        target.select(*keys, F.input_file_name().alias(file_column))
+        .join(source.select(*keys), keys, "inner")
+        .cache()
+    )
     try:
-        staged = spark.table(staging).select(*columns)
-        affected_values = [tuple(r) for r in affected.collect()] if parts else []
-        staged.write.insertInto(qualified, overwrite=True)
-        if parts:
-            present = {tuple(r) for r in staged.select(*parts).distinct().collect()}
-            for values in set(affected_values) - present:
-                spec = ", ".join(
-                    f"`{p}` = {_sql_literal(v)}" for p, v in zip(parts, values, strict=True)
-                )
-                spark.sql(f"ALTER TABLE {qualified} DROP IF EXISTS PARTITION ({spec})")
+        pieces, touched = [], []
+        if when_matched != "ignore":
+            touched = [r[0] for r in hits.select(file_column).distinct().collect()]
+        if touched:
+            location = table_commits.table_location(qualified)
+            old = (
+                spark.read.format("parquet")
+                .schema(target.schema)
+                .option("basePath", str(location))
+                .load([str(table_commits.local_path(f)) for f in touched])
+            )
+            pieces.append(old.join(source.select(*keys), keys, "left_anti").select(*columns))
+            incoming = source.select(
+                *keys, *[F.col(c).alias(f"__new_{c}") for c in source.columns if c not in keys]
+            )
+
+            def updated(column: str):
+                if column in keys or column not in source.columns:
+                    return F.col(column)
+                new = F.col(f"__new_{column}")
+                return F.coalesce(new, F.col(column)) if when_matched == "update_non_null" else new
+
+            pieces.append(
+                old.join(incoming, keys, "inner").select(*[updated(c).alias(c) for c in columns])
+            )
+        if insert:
+            pieces.append(source.join(hits.select(*keys), keys, "left_anti").select(*columns))
+        new_content = pieces[0]
+        for piece in pieces[1:]:
+            new_content = new_content.unionByName(piece)
+        _commit(
+            new_content,
+            qualified,
+            parts,
+            replaces=[table_commits.local_path(f) for f in touched],
+        )
     finally:
-        spark.sql(f"DROP TABLE IF EXISTS {staging}")
-        spark.catalog.refreshTable(qualified)
-
-
-def _sql_literal(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + str(value).replace("'", "\\'") + "'"
+        hits.unpersist()
 
 
 def table_location(name: str) -> str:
@@ -342,19 +477,27 @@ def write_stream(
     available_now: bool = True,
     processing_time: str = "10 seconds",
     transform: Callable | None = None,
+    quarantine: str | None = None,
 ):
     """Write a stream into table `name` with a checkpoint, each micro-batch through
     `append_table` (an upsert by `keys` when given, so a replayed batch adds no duplicates).
+
+    With `keys`, rows whose key is NULL or repeated within a micro-batch go to table
+    `quarantine` (default `<name>_quarantine`) with the reason, instead of failing the query
+    on every restart. Each micro-batch writes new files for new keys and rewrites only the
+    files holding keys it updates.
 
     With `available_now` the query processes what is there and stops; this call waits for it.
     Otherwise it runs every `processing_time` until stopped; the query is returned.
     """
 
+    set_aside_to = (quarantine or f"{name}_quarantine") if keys else None
+
     def write_batch(batch, batch_id: int) -> None:
         # Cached so the source is read (and the model run) once, however many actions follow.
         rows = (transform(batch) if transform else batch).persist()
         try:
-            append_table(rows, name, keys=keys, partition_by=partition_by)
+            append_table(rows, name, keys=keys, partition_by=partition_by, quarantine=set_aside_to)
         finally:
             rows.unpersist()
 
@@ -376,6 +519,7 @@ def write_stream(
 
 def drop_table(name: str) -> None:
     """Drop table `name` if it exists (data included for managed tables)."""
+    recover_tables()
     get_spark().sql(f"DROP TABLE IF EXISTS {full_name(name)}")
 
 

@@ -186,3 +186,20 @@ def test_merge_rejects_labels_without_the_key(inference_table):
         inference_log.merge_labels(
             pd.DataFrame({"id": ["r0"], "actual_label": [1]}), inference_table
         )
+
+
+@pytest.mark.spark
+def test_logging_again_and_gaps_in_a_feed_keep_merged_labels():
+    name = "test_inference_relog"
+    requests = pd.DataFrame({"request_id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    inference_log.log_inferences(inference_log.inference_rows(requests, [1, 0, 1], 1, DAY1), name)
+    labels = pd.DataFrame({"request_id": ["a", "b"], "actual_label": [1, 0]})
+    inference_log.merge_labels(labels, name)
+    inference_log.log_inferences(
+        inference_log.inference_rows(requests, [1, 0, 1], 1, DAY1), name
+    )  # a retried request
+    gaps = pd.DataFrame({"request_id": ["a", "c"], "actual_label": pd.array([None, 1], "Int64")})
+    report = inference_log.merge_labels(gaps, name)
+    assert (report.labelled, report.empty) == (1, 1)
+    stored = _snapshot(name).set_index("request_id")["actual_label"]
+    assert stored.to_dict() == {"a": 1, "b": 0, "c": 1}

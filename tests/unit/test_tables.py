@@ -150,3 +150,109 @@ def test_empty_landing_folder_needs_a_schema(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="drop a first batch there or pass schema="):
         tables.read_stream(str(tmp_path / "empty"))
+
+
+# --- Delta's merge rules, and failures that must lose nothing --------------------------------
+
+
+def test_null_and_repeated_keys_go_to_quarantine_once_with_the_reason(target):
+    batch = pd.DataFrame(
+        {"id": [1, 5, 5, None, 6], "day": ["d1"] * 5, "value": [11.0, 50.0, 51.0, 0.0, 60.0]}
+    )
+    first = merge_table(batch, "t_target", ["id"], quarantine="t_target_quarantine")
+    assert (first.updated, first.inserted, first.source_rows) == (1, 1, 2)
+    merge_table(batch, "t_target", ["id"], quarantine="t_target_quarantine")  # a replay
+    stored = rows("t_target")
+    assert stored["id"].tolist() == [1, 2, 3, 4, 6] and stored["id"].is_unique
+    aside = tables.read_table("t_target_quarantine").toPandas()
+    assert len(aside) == 3
+    reasons = aside.set_index("value")["quarantine_reason"]
+    assert reasons[0.0].startswith("NULL merge key") and "repeated 2 times" in reasons[50.0]
+    with pytest.raises(SchemaMismatchError, match="NULL keys or repeat merge keys"):
+        merge_table(batch, "t_target", ["id"])
+
+
+def test_update_non_null_keeps_stored_values_where_the_new_one_is_null():
+    frame = pd.DataFrame({"id": [1, 2], "label": [1.0, 0.0], "score": [0.5, 0.6]})
+    tables.write_table(frame, "t_labels")
+    update = pd.DataFrame({"id": [1, 2], "label": [None, 1.0], "score": [0.7, 0.8]})
+    merge_table(update, "t_labels", ["id"], when_matched="update_non_null")
+    stored = tables.read_table("t_labels").toPandas().set_index("id").sort_index()
+    assert stored["label"].tolist() == [1.0, 1.0] and stored["score"].tolist() == [0.7, 0.8]
+
+
+def _cancel_the_next_spark_job(spark):
+    """A failure raised inside a Spark job: the first job started from now on is cancelled."""
+    import threading
+    import time
+
+    def watch():
+        tracker = spark.sparkContext.statusTracker()
+        for _ in range(20_000):
+            if tracker.getActiveJobIds():
+                spark.sparkContext.cancelAllJobs()
+                return
+            time.sleep(0.001)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_a_write_job_failing_inside_spark_leaves_the_table_as_it_was(partitioned):
+    from pyspark.sql import functions as F
+
+    name = f"t_fail_{int(partitioned)}"
+    frame = pd.DataFrame({"id": range(1_000), "day": ["d1", "d2"] * 500, "value": 1.0})
+    tables.write_table(frame, name, partition_by=["day"] if partitioned else None)
+    spark = tables.get_spark()
+    update = spark.createDataFrame(frame.assign(value=2.0)).withColumn("value", F.col("value"))
+    _cancel_the_next_spark_job(spark)
+    with pytest.raises(Exception, match="(?i)cancel"):
+        merge_table(update, name, ["id"])
+    stored = tables.read_table(name).toPandas()
+    assert len(stored) == 1_000 and set(stored["value"]) == {1.0}
+    assert tables.leftovers() == []
+
+
+def test_a_write_interrupted_after_its_commit_is_finished_by_the_next_table_call(monkeypatch):
+    from utils import table_commits
+
+    frame = pd.DataFrame({"id": range(100), "value": 1.0})
+    tables.write_table(frame, "t_torn")
+
+    def fail_after_first_move(stage):
+        if stage == "moved":
+            raise OSError("disk went away")
+
+    monkeypatch.setattr(table_commits, "_fault_point", fail_after_first_move)
+    with pytest.raises(OSError, match="disk went away"):
+        merge_table(frame.assign(value=2.0, id=frame["id"] + 50), "t_torn", ["id"])
+    assert tables.leftovers() != []  # the journal says what is left to do
+    monkeypatch.setattr(table_commits, "_fault_point", lambda stage: None)
+    stored = tables.read_table("t_torn").toPandas()  # recovers first
+    assert len(stored) == 150 and stored["id"].is_unique
+    assert stored.set_index("id")["value"].to_dict() == {
+        i: 1.0 if i < 50 else 2.0 for i in range(150)
+    }
+    assert tables.leftovers() == []
+
+
+def test_a_stream_batch_of_new_keys_adds_files_and_rewrites_none(tmp_path):
+    from utils import table_commits
+
+    landing, checkpoint = tmp_path / "landing", tmp_path / "checkpoint"
+    tables.drop_table("t_stream_files")
+    drop_landing_batch(landing, 0, 40)
+
+    def run():
+        stream = tables.read_stream(str(landing)).select("CustomerId", "Age")
+        tables.write_stream(stream, "t_stream_files", str(checkpoint), keys=["CustomerId"])
+
+    run()
+    location = table_commits.table_location("t_stream_files")
+    before = {p: p.stat().st_mtime_ns for p in table_commits.data_files(location)}
+    drop_landing_batch(landing, 1, 40)
+    run()
+    after = {p: p.stat().st_mtime_ns for p in table_commits.data_files(location)}
+    assert before.items() <= after.items() and len(after) > len(before)
+    assert len(tables.read_table("t_stream_files").toPandas()) == 80

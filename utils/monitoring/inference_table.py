@@ -56,7 +56,8 @@ def inference_rows(
 def log_inferences(rows: pd.DataFrame, table: str, id_column: str = REQUEST_ID) -> int:
     """Append scored rows to the inference table, with `actual_label` and `labelled_at` empty.
 
-    Keyed by request id, so logging the same requests twice keeps one row each.
+    Keyed by request id, so logging the same requests twice keeps one row each; a row logged
+    again (a retried request, a replayed batch) keeps the label already merged into it.
     """
     from pyspark.sql import functions as F
 
@@ -66,7 +67,9 @@ def log_inferences(rows: pd.DataFrame, table: str, id_column: str = REQUEST_ID) 
         .withColumn(ACTUAL_LABEL, F.lit(None).cast("long"))
         .withColumn(LABELLED_AT, F.lit(None).cast("timestamp"))
     )
-    tables.append_table(sdf, table, keys=[id_column], partition_by=[SCORED_DATE])
+    tables.append_table(
+        sdf, table, keys=[id_column], partition_by=[SCORED_DATE], when_matched="update_non_null"
+    )
     return len(rows)
 
 
@@ -140,13 +143,15 @@ class LabelMergeReport:
     unchanged: int  # the table already had this very label (a re-delivered batch)
     unknown: int  # labels for request ids the table does not have
     unknown_examples: list[str] = field(default_factory=list)
+    empty: int = 0  # feed rows with no label value: they never erase a stored label
 
     def __str__(self) -> str:
         text = (
             f"{self.received} labels received: {self.labelled} merged, {self.unchanged} "
             f"already there, {self.unknown} for unknown request ids"
         )
-        return text + (f" (e.g. {self.unknown_examples})" if self.unknown else "")
+        text += f" (e.g. {self.unknown_examples})" if self.unknown else ""
+        return text + (f"; {self.empty} rows without a label ignored" if self.empty else "")
 
 
 def merge_labels(
@@ -160,6 +165,8 @@ def merge_labels(
     Labels the table already holds are left out before the merge, so a batch delivered twice
     rewrites nothing the second time. Labels for unknown ids are not inserted (that would
     invent requests); they are counted, shown, and appended to `unknown_table` when given.
+    A feed row without a label value is ignored and counted, and other empty columns keep the
+    stored value (`COALESCE`): a gap in a feed never erases a label.
     """
     spark = tables.get_spark()
     source = spark.createDataFrame(labels) if isinstance(labels, pd.DataFrame) else labels
@@ -175,23 +182,30 @@ def merge_labels(
     source = source.cache()
     try:
         received = source.count()
+        labelled = source.where(f"{ACTUAL_LABEL} IS NOT NULL")
+        empty = received - labelled.count()
         already = target.select(id_column, ACTUAL_LABEL).where(f"{ACTUAL_LABEL} IS NOT NULL")
-        to_apply = source.join(already, [id_column, ACTUAL_LABEL], "left_anti")
+        to_apply = labelled.join(already, [id_column, ACTUAL_LABEL], "left_anti")
         unknown_rows = to_apply.join(target.select(id_column), [id_column], "left_anti")
         examples = [r[id_column] for r in unknown_rows.select(id_column).limit(5).collect()]
         if examples and unknown_table:
             tables.append_table(unknown_rows, unknown_table, keys=[id_column])
         result = tables.merge_table(
-            to_apply, table, [id_column], when_matched="update", when_not_matched="ignore"
+            to_apply,
+            table,
+            [id_column],
+            when_matched="update_non_null",
+            when_not_matched="ignore",
         )
     finally:
         source.unpersist()
     return LabelMergeReport(
         received=received,
         labelled=result.updated,
-        unchanged=received - result.source_rows,
+        unchanged=received - empty - result.source_rows,
         unknown=result.unmatched,
         unknown_examples=examples,
+        empty=empty,
     )
 
 
