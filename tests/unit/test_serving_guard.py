@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils.serving.guard import MicroBatcher, ScoringGuard, json_depth
 
@@ -208,3 +212,213 @@ def test_non_frames_and_params_bypass_the_queue():
     with pytest.raises(IndexError):
         batcher.predict(np.array([1.0]))  # passed straight to the model, which cannot index it
     assert batcher.predict(pd.DataFrame({"x": [4]}), params={"p": 1}).tolist() == [8]
+
+
+# --- headers, deadlines, echo, and a scan that cannot stall the server ----------------------
+
+
+def test_a_missing_content_type_gets_415_and_conflicting_duplicates_400():
+    inner = Recorder()
+    guard = ScoringGuard(inner)
+    scope_headers = [(b"content-length", b"2")]
+    status, answer, _ = call_raw(guard, b"{}", scope_headers)
+    assert status == 415 and "Content-Type" in answer["message"]
+    twice = [(b"content-type", b"application/json"), (b"content-type", b"text/csv")]
+    status, answer, _ = call_raw(guard, b"[[1]]", twice)
+    assert status == 400 and "'content-type' more than once" in answer["message"]
+    same_twice = [(b"content-type", b"application/json"), (b"content-type", b"application/json")]
+    assert call_raw(guard, b"{}", same_twice)[0] == 200
+    assert inner.bodies == [b"{}"]
+
+
+def test_a_non_ascii_token_gets_401_not_500():
+    guard = ScoringGuard(Recorder(), token="t0k")
+    headers = [(b"content-type", b"application/json"), (b"authorization", "Bearer é".encode())]
+    assert call_raw(guard, b"{}", headers)[0] == 401
+
+
+def call_raw(app, body: bytes, headers, receive=None):
+    """Drive an ASGI app with exactly these header pairs (repeats included)."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive_default():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "http",
+        "path": "/invocations",
+        "raw_path": b"/invocations",
+        "root_path": "",
+        "query_string": b"",
+        "method": "POST",
+        "headers": headers,
+        "server": ("127.0.0.1", 5000),
+        "client": ("127.0.0.1", 40000),
+    }
+    asyncio.run(app(scope, receive or receive_default, send))
+    payload = b"".join(m.get("body", b"") for m in sent[1:])
+    status = sent[0]["status"]
+    try:
+        return status, (json.loads(payload) if status != 200 else payload), sent
+    except ValueError:  # MLflow answers some errors in plain text
+        return status, payload, sent
+
+
+def test_a_body_that_stops_arriving_gets_408_within_the_deadline():
+    async def stalls():
+        await asyncio.sleep(60)
+
+    guard = ScoringGuard(Recorder(), body_timeout_s=0.2)
+    status, answer, _ = call_raw(guard, b"", [(b"content-type", b"text/csv")], receive=stalls)
+    assert status == 408 and answer["error_code"] == "REQUEST_TIMEOUT"
+
+
+def test_error_answers_quote_a_short_prefix_and_keep_the_cause():
+    async def echoing_app(scope, receive, send):
+        message = "Invalid input. Input: \n" + "x" * 100_000
+        body = json.dumps(
+            {
+                "error_code": "BAD_REQUEST",
+                "message": message,
+                "stack_trace": "Traceback\n  /home/me/x.py\nValueError: bad x",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    status, answer, sent = call_raw(
+        ScoringGuard(echoing_app), b"{}", [(b"content-type", b"application/json")]
+    )
+    assert status == 400 and len(answer["message"]) < 700
+    assert answer["message"].endswith("Cause: ValueError: bad x") and "stack_trace" not in answer
+    declared = dict(sent[0]["headers"])[b"content-length"]
+    assert int(declared) == len(sent[1]["body"])
+
+
+def test_health_checks_answer_while_a_hostile_body_is_scanned():
+    """The body that froze the old regex scan (unterminated string of escapes), 8 MB."""
+    hostile = b"[" * 40 + b'"' + b'\\"' * 4_000_000
+
+    async def ping_app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"pong"})
+
+    guard = ScoringGuard(ping_app)
+
+    async def request(body: bytes, path: str) -> float:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            pass
+
+        scope = {
+            "type": "http",
+            "path": path,
+            "method": "POST",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        started = time.perf_counter()
+        await guard(scope, receive, send)
+        return time.perf_counter() - started
+
+    async def both():
+        scan = asyncio.create_task(request(hostile, "/invocations"))
+        await asyncio.sleep(0.01)
+        ping = await request(b"", "/ping")
+        return ping, await scan
+
+    ping_s, scan_s = asyncio.run(both())
+    assert ping_s < 1.0
+    assert scan_s < 30.0  # linear: the regex scan needed hours for 8 MB
+
+
+# --- properties: any body, the guard agrees with the parser and never fails ------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+def true_depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max((true_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((true_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values, st.booleans())
+def test_depth_scan_matches_the_parsed_depth(value, ascii_only):
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert json_depth(body) == true_depth(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2_000) | st.text(alphabet='[]{}"\\ a,:').map(str.encode))
+def test_depth_scan_takes_any_bytes(body):
+    depth = json_depth(body)
+    assert 0 <= depth <= body.count(b"[") + body.count(b"{")
+
+
+class EchoModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+@pytest.fixture(scope="module")
+def guarded_mlflow_app(tmp_path_factory):
+    """MLflow's real scoring app (its own parser) behind the guard, driven in process."""
+    from mlflow.pyfunc import scoring_server
+
+    path = tmp_path_factory.mktemp("echo") / "model"
+    mlflow.pyfunc.save_model(path, python_model=EchoModel(), pip_requirements=["mlflow"])
+    return ScoringGuard(scoring_server.init(mlflow.pyfunc.load_model(str(path))))
+
+
+bodies = (
+    json_values.map(lambda v: json.dumps(v).encode())
+    | json_values.map(lambda v: json.dumps({"dataframe_records": [v]}).encode())
+    | st.tuples(json_values, st.integers(0, 50)).map(lambda p: json.dumps(p[0]).encode()[: p[1]])
+    | st.integers(0, 3_000).map(lambda n: b"[" * n + b"]" * n)
+    | st.integers(0, 3_000).map(lambda n: b"[[[[" + b'"' + b'\\"' * n)
+    | st.binary(max_size=500)
+)
+header_sets = st.lists(
+    st.sampled_from(
+        [
+            (b"content-type", b"application/json"),
+            (b"content-type", b"text/csv"),
+            (b"content-type", b"application/json; format=pandas-split"),
+            (b"content-type", b"text/plain"),
+            (b"content-length", b"3"),
+            (b"authorization", "Bearer é".encode()),
+        ]
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bodies, header_sets)
+def test_no_body_or_header_set_gets_a_5xx(guarded_mlflow_app, body, headers):
+    status, _, _ = call_raw(guarded_mlflow_app, body, headers)
+    assert status < 500, (body[:80], headers)
