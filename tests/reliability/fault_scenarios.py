@@ -73,7 +73,7 @@ def _on_nth_write(n: int, action) -> None:
         spark = SparkSession.getActiveSession()
         tracker = spark.sparkContext.statusTracker()
         while not done.is_set():
-            if tracker.getActiveJobIds():
+            if tracker.getActiveJobsIds():
                 (action or spark.sparkContext.cancelAllJobs)()
                 return
             time.sleep(0.002)

@@ -189,7 +189,7 @@ def _cancel_the_next_spark_job(spark):
     def watch():
         tracker = spark.sparkContext.statusTracker()
         for _ in range(20_000):
-            if tracker.getActiveJobIds():
+            if tracker.getActiveJobsIds():
                 spark.sparkContext.cancelAllJobs()
                 return
             time.sleep(0.001)
