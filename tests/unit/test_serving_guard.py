@@ -422,3 +422,17 @@ header_sets = st.lists(
 def test_no_body_or_header_set_gets_a_5xx(guarded_mlflow_app, body, headers):
     status, _, _ = call_raw(guarded_mlflow_app, body, headers)
     assert status < 500, (body[:80], headers)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet='[]{}"\\ a', max_size=600), st.sampled_from([1, 2, 3, 7, 64]))
+def test_depth_scan_carries_its_state_across_blocks(text, block):
+    import utils.serving.guard as guard
+
+    body = text.encode()
+    whole = json_depth(body)
+    original, guard._SCAN_BLOCK = guard._SCAN_BLOCK, block
+    try:
+        assert json_depth(body) == whole
+    finally:
+        guard._SCAN_BLOCK = original

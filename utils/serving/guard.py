@@ -60,6 +60,7 @@ DEFAULT_MAX_CONNECTIONS = 64  # more concurrent connections get 503 from uvicorn
 # Headers MLflow reads once: two different values would let the guard and MLflow disagree.
 SINGLE_VALUED = (b"content-type", b"content-length", b"authorization", b"transfer-encoding")
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_SCAN_BLOCK = 1 << 18  # bytes per block of the depth scan (fits in a CPU cache)
 
 
 def json_depth(body: bytes) -> int:
@@ -68,25 +69,35 @@ def json_depth(body: bytes) -> int:
     One linear pass in numpy, no regular expression (a backtracking one took 32 s on a 120 KB
     body of escapes): a quote opens or closes a string unless an odd run of backslashes precedes
     it; brackets inside strings do not count; the depth is the running sum of opening minus
-    closing brackets. About 20 ms per MB.
+    closing brackets. Done in blocks that stay in the CPU cache, carrying the backslash run,
+    the string parity and the depth from one block to the next.
     """
-    raw = np.frombuffer(body, dtype=np.uint8)
-    if raw.size == 0:
-        return 0
-    index = np.arange(raw.size, dtype=np.int64)
-    last_other = np.where(raw == _BACKSLASH, -1, index)
-    np.maximum.accumulate(last_other, out=last_other)
-    escaped = np.zeros(raw.size, dtype=bool)
-    escaped[1:] = ((index[:-1] - last_other[:-1]) & 1).astype(bool)  # odd run of backslashes
-    del index, last_other
-    quote = (raw == _QUOTE) & ~escaped
-    in_string = (np.cumsum(quote, dtype=np.uint8) & 1).astype(bool)  # parity survives wrap
-    steps = (raw == ord("[")).astype(np.int32)
-    steps += raw == ord("{")
-    steps -= raw == ord("]")
-    steps -= raw == ord("}")
-    steps[in_string] = 0
-    return int(np.cumsum(steps).max(initial=0))
+    data = np.frombuffer(body, dtype=np.uint8)
+    run, quotes, depth, deepest = 0, 0, 0, 0
+    index = np.arange(min(_SCAN_BLOCK, data.size), dtype=np.int32)
+    for start in range(0, data.size, _SCAN_BLOCK):
+        raw = data[start : start + _SCAN_BLOCK]
+        at = index[: raw.size]
+        # Length of the backslash run ending at each byte (0 on other bytes).
+        last_other = np.where(raw == _BACKSLASH, np.int32(-1) - run, at)
+        np.maximum.accumulate(last_other, out=last_other)
+        run_end = at - last_other
+        escaped = np.empty(raw.size, dtype=bool)
+        escaped[0] = run & 1
+        escaped[1:] = run_end[:-1] & 1
+        quote = (raw == _QUOTE) & ~escaped
+        in_string = ((np.cumsum(quote, dtype=np.uint8) + quotes) & 1).astype(bool)
+        steps = (raw == ord("[")).astype(np.int32)
+        steps += raw == ord("{")
+        steps -= raw == ord("]")
+        steps -= raw == ord("}")
+        steps[in_string] = 0
+        levels = np.cumsum(steps)
+        levels += depth
+        deepest = max(deepest, int(levels.max()))
+        depth, run = int(levels[-1]), int(run_end[-1])
+        quotes = (quotes + int(np.count_nonzero(quote))) & 1
+    return deepest
 
 
 def _trim_error(body: bytes) -> bytes:
