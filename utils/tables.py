@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from utils.env import uc_name
-from utils.spark import get_spark, table_format
+from utils.spark import batch_session, cached, get_spark, table_format
 
 # What creates the tables chapters read, for error messages; chapters add their own names.
 TABLE_PRODUCERS: dict[str, str] = {}
@@ -187,7 +187,7 @@ def merge_table(
     target = spark.table(qualified)
     _check_merge_inputs(source, target, keys, insert)
     types = dict(target.dtypes)
-    source = source.select(*[source[c].cast(types[c]).alias(c) for c in source.columns]).cache()
+    source = cached(source.select(*[source[c].cast(types[c]).alias(c) for c in source.columns]))
     try:
         source_rows = source.count()
         matched = source.join(target.select(*keys).distinct(), keys, "left_semi").count()
@@ -351,12 +351,14 @@ def write_stream(
     """
 
     def write_batch(batch, batch_id: int) -> None:
-        # Cached so the source is read (and the model run) once, however many actions follow.
-        rows = (transform(batch) if transform else batch).persist()
-        try:
-            append_table(rows, name, keys=keys, partition_by=partition_by)
-        finally:
-            rows.unpersist()
+        # The batch's own session: on Spark Connect this function runs in another process.
+        with batch_session(batch):
+            # Cached so the source is read (and the model run) once, however many actions follow.
+            rows = cached(transform(batch) if transform else batch)
+            try:
+                append_table(rows, name, keys=keys, partition_by=partition_by)
+            finally:
+                rows.unpersist()
 
     writer = stream.writeStream.foreachBatch(write_batch).option(
         "checkpointLocation", str(checkpoint)
