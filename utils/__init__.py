@@ -14,13 +14,14 @@ Shared core (any chapter):
 
 Chapter families:
     01 train and register        training, tracking
-    02-03 batch and streaming    batch/ (scoring), tables, spark
+    02-03 batch and streaming    batch/ (scoring, databricks: Auto Loader), tables, spark
     04 real-time serving         serving/ (server, guard, client, databricks, loadtest)
     05 A/B testing               abtest/ (router, experiment, report)
     06 custom pyfunc             pyfunc/ (wine, support_classifier, digit_reader)
     07 packaging dependencies    environments/ (requirements, targets, weather)
     08 validation and promotion  gate/ (checks, promotion, webhooks)
-    09 inference tables          monitoring/ (schema, inference_table, drift, retraining),
+    09 inference tables          monitoring/ (schema, inference_table, drift, retraining,
+                                 lakehouse: Lakehouse Monitoring),
                                  jobs/ (bundle, runner)
     10 RAG evaluation            rag/
 

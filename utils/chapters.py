@@ -24,8 +24,9 @@ from utils.env import REPO_ROOT, WORK_DIR_ENV, work_path
 from utils.record import jsonable, recorded_values
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-
-
+# Cells with this tag run only on Databricks (the `%pip install` + restartPython cell at the
+# top of every chapter); run here, they are skipped and say so in their place.
+DATABRICKS_ONLY_TAG = "databricks-only"
 
 
 @dataclass
@@ -71,6 +72,17 @@ def inject_parameters(nb, parameters: Mapping[str, Any]):
     if (nb.nbformat, nb.nbformat_minor) < (4, 5):
         del cell["id"]  # cell ids came with format 4.5; an older notebook must not have one
     nb.cells.insert(index, cell)
+    return nb
+
+
+def skip_databricks_only(nb):
+    """Replace the code of every cell tagged `databricks-only` with a comment saying it was
+    skipped, keeping the cell (and every other cell's position) in the executed copy."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and DATABRICKS_ONLY_TAG in cell.get("metadata", {}).get(
+            "tags", []
+        ):
+            cell.source = f"# skipped here: tagged '{DATABRICKS_ONLY_TAG}' (runs on Databricks)"
     return nb
 
 
@@ -139,6 +151,7 @@ def run_notebook(
 
     path = Path(path)
     nb = inject_parameters(nbformat.read(path, as_version=4), parameters or {})
+    skip_databricks_only(nb)
     output_dir = Path(output_dir) if output_dir else work_path("executed")
     output_dir.mkdir(parents=True, exist_ok=True)
     output_path = output_dir / path.name
@@ -178,7 +191,9 @@ def run_notebook(
                     memory.sample()  # a short notebook may end between two samples
                     children = memory.children()
         except CellExecutionError as exc:
-            status, error = "failed", _short_error(str(exc))
+            # utils.env.exit_notebook ends a notebook early on purpose (job mode): not a failure.
+            if exc.ename != "NotebookExit":
+                status, error = "failed", _short_error(str(exc))
         except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         finally:

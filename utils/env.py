@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 WORK_DIR_ENV = "MLDEPLOY_WORK_DIR"
+# Every chapter's parameters cell reads CATALOG and SCHEMA with these defaults; the Unity
+# Catalog names below use the same values, so there is one default in one place.
+DEFAULT_CATALOG = "main"
+DEFAULT_SCHEMA = "mlflow_deployment"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
@@ -38,8 +42,18 @@ def uc_name(name: str) -> str:
     against the session's current catalog and schema, not the chapter's). Locally, and for a
     name that already has dots, the name is returned as it is."""
     if is_databricks() and "." not in name:
-        return f"{get_param('CATALOG', 'main')}.{get_param('SCHEMA', 'mlflow_deployment')}.{name}"
+        return f"{catalog()}.{schema()}.{name}"
     return name
+
+
+def catalog() -> str:
+    """The chapter's Unity Catalog catalog (the `CATALOG` parameter)."""
+    return get_param("CATALOG", DEFAULT_CATALOG)
+
+
+def schema() -> str:
+    """The chapter's schema inside `catalog()` (the `SCHEMA` parameter)."""
+    return get_param("SCHEMA", DEFAULT_SCHEMA)
 
 
 def work_dir() -> Path:
@@ -54,11 +68,9 @@ def work_dir() -> Path:
     if override:
         path = Path(override).expanduser().resolve()
     elif is_databricks():
-        catalog = get_param("CATALOG", "main")
-        schema = get_param("SCHEMA", "mlflow_deployment")
-        path = Path(f"/Volumes/{catalog}/{schema}/work")
+        path = Path(f"/Volumes/{catalog()}/{schema()}/work")
         if not path.exists():
-            _create_volume(catalog, schema, "work")
+            _create_volume(catalog(), schema(), "work")
     else:
         path = REPO_ROOT / ".local"
     path.mkdir(parents=True, exist_ok=True)
@@ -82,6 +94,19 @@ def work_path(*parts: str) -> Path:
     return path
 
 
+def append_path(*parts: str) -> Path:
+    """A folder (created) for files written by appending while open, such as request logs:
+    under the work dir locally; on Databricks on the driver's local disk, because Unity
+    Catalog volumes (the work dir there) do not support appends to open files."""
+    if not is_databricks() or os.environ.get(WORK_DIR_ENV):
+        return work_path(*parts)
+    import tempfile
+
+    path = Path(tempfile.gettempdir(), "mlflow-deployment-notebooks", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def inject_params(values: dict[str, Any]) -> None:
     """Set parameter values for this process; the notebook runner calls this in an injected
     cell placed before a notebook's `parameters` cell."""
@@ -92,7 +117,7 @@ def clear_injected_params() -> None:
     _injected.clear()
 
 
-def _dbutils():
+def databricks_utils():
     """Databricks' `dbutils` from the notebook's namespace, or None elsewhere."""
     if not is_databricks():
         return None
@@ -106,7 +131,7 @@ def _dbutils():
 
 def _widget_value(name: str, default: Any) -> str | None:
     """A Databricks widget's value, creating the widget with the default when missing."""
-    dbutils = _dbutils()
+    dbutils = databricks_utils()
     if dbutils is None:
         return None
     try:
@@ -160,3 +185,29 @@ def get_param(name: str, default: T) -> T:
         if value is not None and not (isinstance(value, str) and value == "" and default):
             return coerce(name, value, default)
     return default
+
+
+class NotebookExit(RuntimeError):
+    """Raised by `exit_notebook` off Databricks, where no `dbutils.notebook.exit` exists."""
+
+
+def exit_notebook(summary: Any) -> None:
+    """End the notebook here with `summary` (JSON): `dbutils.notebook.exit` on Databricks (the
+    run succeeds, the summary is the task's output); elsewhere NotebookExit says why it ended."""
+    text = json.dumps(summary, default=str)
+    dbutils = databricks_utils()
+    if dbutils is not None:
+        dbutils.notebook.exit(text)
+    raise NotebookExit(f"The notebook ended here on purpose (job mode): {text}")
+
+
+def secret(scope: str, key: str) -> str:
+    """A secret from a Databricks secret scope (`dbutils.secrets.get`); Databricks only, so a
+    token never appears in a notebook or its parameters."""
+    dbutils = databricks_utils()
+    if dbutils is None:
+        raise RuntimeError(
+            f"Secret scopes exist on Databricks only; here set the value in the environment "
+            f"instead of reading secret {scope}/{key}."
+        )
+    return dbutils.secrets.get(scope=scope, key=key)

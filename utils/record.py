@@ -34,10 +34,32 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+# The limit of one task value's JSON (Databricks "Use task values to pass information").
+TASK_VALUE_LIMIT_BYTES = 48 * 1024
+
+
+def set_task_value(name: str, value: Any) -> bool:
+    """Also publish a recorded value as a job task value on Databricks
+    (`dbutils.jobs.taskValues.set`), so later tasks can read it with
+    `{{tasks.<task>.values.<name>}}`. Values over 48 KiB of JSON are skipped. Returns whether
+    it was set (False off Databricks)."""
+    import json
+
+    from utils.env import databricks_utils
+
+    dbutils = databricks_utils()
+    if dbutils is None or len(json.dumps(value)) > TASK_VALUE_LIMIT_BYTES:
+        return False
+    dbutils.jobs.taskValues.set(key=name, value=value)
+    return True
+
+
 def record(name: str, value: Any) -> None:
-    """Record one key result of this notebook (shown, and read back by the runner)."""
+    """Record one key result of this notebook (shown, read back by the runner and, on
+    Databricks, set as a job task value)."""
     value = jsonable(value)
     RECORDED[name] = value
+    set_task_value(name, value)
     try:
         from IPython import get_ipython
         from IPython.display import display

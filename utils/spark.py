@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from utils.env import get_param, is_databricks, work_path
@@ -130,6 +131,8 @@ def get_spark(master: str | None = None, app_name: str = "mlflow-deployment-note
     """
     from pyspark.sql import SparkSession
 
+    if _batch_session:
+        return _batch_session[-1]
     if is_databricks():
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()
@@ -145,6 +148,49 @@ def get_spark(master: str | None = None, app_name: str = "mlflow-deployment-note
     spark = _local_builder(master, app_name).getOrCreate()
     spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+_batch_session: list = []
+
+
+@contextmanager
+def batch_session(batch):
+    """Inside a `foreachBatch` function: make `get_spark()` return the micro-batch's own
+    session (`batch.sparkSession`). On Spark Connect (serverless, standard access mode) the
+    function runs in another Python process, where only that session is valid."""
+    _batch_session.append(batch.sparkSession)
+    try:
+        yield batch.sparkSession
+    finally:
+        _batch_session.pop()
+
+
+def cached(frame):
+    """`frame.cache()` where the compute supports it, else `frame` as it is: older serverless
+    environments refuse to cache DataFrames, and caching only saves a second read here."""
+    try:
+        return frame.cache()
+    except Exception as refused:  # Spark Connect raises at once when persisting is unsupported
+        if not is_databricks():
+            raise
+        print(f"Not cached on this compute ({type(refused).__name__}); reading twice instead.")
+        return frame
+
+
+def spark_master(spark) -> str:
+    """Where the session runs: `local[*]`, `spark://...`, or `databricks` (the cluster or
+    serverless). Serverless compute is Spark Connect, which has no `sparkContext`."""
+    if is_databricks():
+        return "databricks"
+    return spark.sparkContext.master
+
+
+def parallelism(spark) -> int | None:
+    """Tasks Spark runs at once here (the local cores); None on Databricks, where serverless
+    hides it and a cluster can autoscale."""
+    if is_databricks():
+        return None
+    return spark.sparkContext.defaultParallelism
 
 
 class SparkMasterError(RuntimeError):

@@ -25,7 +25,7 @@ import pandas as pd
 
 from utils import table_commits
 from utils.env import is_databricks, uc_name
-from utils.spark import get_spark, table_format
+from utils.spark import batch_session, cached, get_spark, table_format
 
 # What creates the tables chapters read, for error messages; chapters add their own names.
 TABLE_PRODUCERS: dict[str, str] = {}
@@ -324,7 +324,7 @@ def merge_table(
         _check_merge_inputs(source, target, keys, insert)
         types = dict(target.dtypes)
         source = source.select(*[source[c].cast(types[c]).alias(c) for c in source.columns])
-        source = _set_aside(source, keys, quarantine).cache()
+        source = cached(_set_aside(source, keys, quarantine))
         try:
             source_rows = source.count()
             matched = source.join(target.select(*keys).distinct(), keys, "left_semi").count()
@@ -494,12 +494,16 @@ def write_stream(
     set_aside_to = (quarantine or f"{name}_quarantine") if keys else None
 
     def write_batch(batch, batch_id: int) -> None:
-        # Cached so the source is read (and the model run) once, however many actions follow.
-        rows = (transform(batch) if transform else batch).persist()
-        try:
-            append_table(rows, name, keys=keys, partition_by=partition_by, quarantine=set_aside_to)
-        finally:
-            rows.unpersist()
+        # The batch's own session: on Spark Connect this function runs in another process.
+        with batch_session(batch):
+            # Cached so the source is read (and the model run) once, however many actions follow.
+            rows = cached(transform(batch) if transform else batch)
+            try:
+                append_table(
+                    rows, name, keys=keys, partition_by=partition_by, quarantine=set_aside_to
+                )
+            finally:
+                rows.unpersist()
 
     writer = stream.writeStream.foreachBatch(write_batch).option(
         "checkpointLocation", str(checkpoint)

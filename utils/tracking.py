@@ -81,7 +81,7 @@ def experiment_id(experiment: str = DEFAULT_EXPERIMENT) -> str:
 
     configure_tracking()
     if is_databricks():
-        experiment = f"/Shared/{DEFAULT_EXPERIMENT}/{experiment}"
+        experiment = databricks_experiment_path(experiment)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
@@ -89,6 +89,27 @@ def experiment_id(experiment: str = DEFAULT_EXPERIMENT) -> str:
         return mlflow.create_experiment(experiment)
     artifacts = work_path("mlartifacts", experiment)
     return mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+
+
+def databricks_experiment_path(experiment: str, workspace=None) -> str:
+    """Where `experiment` lives in a Databricks workspace, its folder created.
+
+    A name becomes `/Users/<you>/mlflow-deployment-notebooks/<name>` (a folder every user, and
+    a job's service principal, may write); an absolute path is kept. MLflow does not create
+    parent folders (`RESOURCE_DOES_NOT_EXIST`), so the folder is made with the workspace API's
+    `mkdirs`, which succeeds when it exists already. `workspace` is a WorkspaceClient.
+    """
+    if workspace is None:
+        from databricks.sdk import WorkspaceClient
+
+        workspace = WorkspaceClient()
+    if experiment.startswith("/"):
+        path = experiment
+    else:
+        me = workspace.current_user.me().user_name
+        path = f"/Users/{me}/{DEFAULT_EXPERIMENT}/{experiment}"
+    workspace.workspace.mkdirs(path.rsplit("/", 1)[0])
+    return path
 
 
 def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
@@ -157,6 +178,21 @@ def register_model(
     for alias in aliases:
         client.set_registered_model_alias(version.name, alias, version.version)
     return client.get_model_version(version.name, version.version)
+
+
+def register_or_refusal(model_uri: str, name: str, **kwargs):
+    """`register_model`, or the registry's refusal when the model has no signature: returns
+    (version, None) or (None, the refusal's message). Unity Catalog refuses a model logged
+    without a signature ("All models in the Unity Catalog must be logged with a model
+    signature"); chapter 08 shows that refusal as part of its lesson. Other errors raise."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return register_model(model_uri, name, **kwargs), None
+    except MlflowException as refusal:
+        if "signature" not in refusal.message:
+            raise
+        return None, f"The registry refused {model_name(name)}: {refusal.message}"
 
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")

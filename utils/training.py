@@ -162,3 +162,32 @@ def ensure_champion(name: str, with_challenger: bool = False, size: int = 5_000,
             aliases=[alias],
         )
     return client.get_model_version_by_alias(model_name(name), CHAMPION)
+
+
+class NoChampionError(LookupError):
+    """A job needs the registered model's `champion` and there is none."""
+
+
+def require_champion(name: str):
+    """The `champion` version of `name`, or NoChampionError saying how to make one.
+
+    For scheduled jobs: unlike `ensure_champion`, it never trains or registers anything, so a
+    production job that finds no champion fails instead of quietly deploying a demo model.
+    """
+    import mlflow
+
+    from utils.tracking import CHAMPION, ModelNotFoundError, get_aliases, model_name
+
+    try:
+        aliases = get_aliases(name)
+    except ModelNotFoundError as missing:
+        raise NoChampionError(
+            f"{missing} A job does not train one on its own: register and promote a model "
+            "first (chapters 01 and 08), then run the job again."
+        ) from None
+    if CHAMPION not in aliases:
+        raise NoChampionError(
+            f"Model {model_name(name)} has no '{CHAMPION}' alias (aliases: {aliases or 'none'}). "
+            "Promote a validated version first (chapter 08), then run the job again."
+        )
+    return mlflow.MlflowClient().get_model_version_by_alias(model_name(name), CHAMPION)

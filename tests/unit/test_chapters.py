@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 
 from utils.chapters import (
+    DATABRICKS_ONLY_TAG,
     NotebookResult,
     chapter_paths,
     inject_parameters,
     run_notebook,
+    skip_databricks_only,
     summary_table,
 )
 from utils.record import RECORD_MIME, jsonable, recorded_values
@@ -74,6 +76,37 @@ def test_run_notebook_injects_and_returns_recorded_values(tmp_path):
     assert nbformat.read(path, as_version=4).cells[1].metadata["tags"] == [
         "parameters"
     ]  # source untouched
+
+
+@pytest.mark.unit
+def test_databricks_only_cells_are_emptied_in_place():
+    nb = nbformat.v4.new_notebook()
+    install = "%pip install -r ../requirements-databricks.txt\ndbutils.library.restartPython()"
+    nb.cells = [
+        nbformat.v4.new_code_cell(install, metadata={"tags": [DATABRICKS_ONLY_TAG]}),
+        nbformat.v4.new_code_cell("x = 1"),
+    ]
+    skip_databricks_only(nb)
+    assert nb.cells[0].source.startswith("# skipped here") and "%pip" not in nb.cells[0].source
+    assert nb.cells[1].source == "x = 1" and len(nb.cells) == 2
+
+
+@pytest.mark.integration
+def test_run_notebook_skips_databricks_only_cells(tmp_path):
+    path = make_notebook(tmp_path / "db.ipynb", "record('after', N)")
+    nb = nbformat.read(path, as_version=4)
+    # On a laptop this cell would fail (no dbutils); the runner must not execute it.
+    nb.cells.insert(
+        0,
+        nbformat.v4.new_code_cell(
+            "dbutils.library.restartPython()", metadata={"tags": [DATABRICKS_ONLY_TAG]}
+        ),
+    )
+    nbformat.write(nb, path)
+    result = run_notebook(path, {"N": 3}, output_dir=tmp_path / "out")
+    assert result.ok, result.error
+    assert result.recorded == {"after": 3}
+    assert "restartPython" in nbformat.read(path, as_version=4).cells[0].source  # source kept
 
 
 @pytest.mark.integration

@@ -55,7 +55,7 @@ def test_injected_value_wins_over_environment(monkeypatch):
 
 def test_widget_wins_over_injected_and_environment(monkeypatch):
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
-    monkeypatch.setattr(env, "_dbutils", lambda: FakeDbutils({"N_ROWS": "42"}))
+    monkeypatch.setattr(env, "databricks_utils", lambda: FakeDbutils({"N_ROWS": "42"}))
     monkeypatch.setenv("N_ROWS", "2500")
     env.inject_params({"N_ROWS": 300})
     assert get_param("N_ROWS", 10_000) == 42
@@ -64,7 +64,7 @@ def test_widget_wins_over_injected_and_environment(monkeypatch):
 def test_missing_widget_is_created_with_the_default(monkeypatch):
     fake = FakeDbutils()
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
-    monkeypatch.setattr(env, "_dbutils", lambda: fake)
+    monkeypatch.setattr(env, "databricks_utils", lambda: fake)
     assert get_param("MODEL_NAME", "bank_churn") == "bank_churn"
     assert fake.widgets.values == {"MODEL_NAME": "bank_churn"}
 

@@ -71,8 +71,18 @@ class FakeEndpoints:
             raise NotFound("no endpoint")
         return SimpleNamespace(name=name)
 
-    def create_and_wait(self, name, config, timeout):
+    def create_and_wait(self, name, config, timeout, ai_gateway=None):
         self.calls.append(("create", name, config))
+
+    def put_ai_gateway(self, name, inference_table_config):
+        self.calls.append(("gateway", name, inference_table_config))
+
+    def delete(self, name):
+        from databricks.sdk.errors import NotFound
+
+        if not self.exists:
+            raise NotFound("no endpoint")
+        self.calls.append(("delete", name))
 
     def update_config_and_wait(self, name, served_entities, traffic_config, timeout):
         self.calls.append(("update", name, traffic_config))
@@ -90,3 +100,30 @@ def test_deploy_endpoint_refuses_to_run_off_databricks(monkeypatch):
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
     with pytest.raises(RuntimeError, match="run it on Databricks"):
         endpoints.deploy_endpoint("churn", {})
+
+
+@pytest.mark.parametrize("exists,actions", [(False, ["create"]), (True, ["gateway", "update"])])
+def test_deploy_endpoint_with_an_inference_table(exists, actions):
+    fake = FakeEndpoints(exists)
+    config = endpoint_config([served_entity("m", 1, name="a")])
+    gateway = endpoints.inference_table_gateway("dev", "ml", "bank-churn")
+    endpoints.deploy_endpoint(
+        "churn", config, client=SimpleNamespace(serving_endpoints=fake), ai_gateway=gateway
+    )
+    assert [c[0] for c in fake.calls] == actions
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_delete_endpoint_says_whether_there_was_one(exists):
+    fake = FakeEndpoints(exists)
+    assert endpoints.delete_endpoint("churn", SimpleNamespace(serving_endpoints=fake)) is exists
+
+
+def test_inference_table_gateway_round_trips_through_the_sdk():
+    from databricks.sdk.service.serving import AiGatewayConfig
+
+    gateway = endpoints.inference_table_gateway("dev", "ml", "bank-churn-ab")
+    assert gateway["inference_table_config"]["table_name_prefix"] == "bank_churn_ab"
+    assert AiGatewayConfig.from_dict(gateway).as_dict() == gateway
+    with pytest.raises(ValueError, match="prefix"):
+        endpoints.inference_table_gateway("dev", "ml", "")

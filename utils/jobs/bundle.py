@@ -39,6 +39,7 @@ class Job:
     tasks: list[Task]
     parameters: dict[str, str] = field(default_factory=dict)
     schedule: dict[str, Any] | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # the job as Databricks receives it
 
     def task(self, key: str) -> Task:
         for task in self.tasks:
@@ -128,7 +129,7 @@ def load_bundle(
                 )
             )
         parameters = {p["name"]: str(p.get("default", "")) for p in spec.get("parameters") or []}
-        jobs[key] = Job(key, spec.get("name", key), tasks, parameters, spec.get("schedule"))
+        jobs[key] = Job(key, spec.get("name", key), tasks, parameters, spec.get("schedule"), spec)
     return Bundle(path, name, target, values, jobs)
 
 

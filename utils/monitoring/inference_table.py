@@ -25,6 +25,7 @@ from utils.monitoring.schema import (
     SCORED_AT,
     SCORED_DATE,
 )
+from utils.spark import cached
 
 
 def inference_rows(
@@ -179,7 +180,7 @@ def merge_labels(
     target = tables.read_table(table)
     types = dict(target.dtypes)
     source = source.select(*[source[c].cast(types.get(c, t)).alias(c) for c, t in source.dtypes])
-    source = source.cache()
+    source = cached(source)
     try:
         received = source.count()
         labelled = source.where(f"{ACTUAL_LABEL} IS NOT NULL")

@@ -22,7 +22,14 @@ from utils.serving.client import (
     score_in_chunks,
     score_model,
 )
-from utils.serving.databricks import deploy_endpoint, endpoint_config, served_entity, traffic_routes
+from utils.serving.databricks import (
+    delete_endpoint,
+    deploy_endpoint,
+    endpoint_config,
+    inference_table_gateway,
+    served_entity,
+    traffic_routes,
+)
 from utils.serving.server import (
     ModelServer,
     ServingError,
@@ -41,10 +48,12 @@ __all__ = [
     "ServingError",
     "build_payload",
     "check_payload_size",
+    "delete_endpoint",
     "deploy_endpoint",
     "endpoint_config",
     "error_from_response",
     "free_port",
+    "inference_table_gateway",
     "port_is_free",
     "predictions_frame",
     "score_in_chunks",

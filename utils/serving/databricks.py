@@ -71,9 +71,34 @@ def endpoint_config(
     }
 
 
-def deploy_endpoint(name: str, config: Mapping[str, Any], client=None, timeout_minutes: int = 30):
+def inference_table_gateway(
+    catalog: str, schema: str, table_name_prefix: str, enabled: bool = True
+) -> dict[str, Any]:
+    """The endpoint's `ai_gateway` with an inference table: Databricks logs every request and
+    response to `<catalog>.<schema>.<prefix>_payload` (the counterpart of chapter 05's router
+    log and chapter 09's inference table). Needs CREATE TABLE on the schema."""
+    if not table_name_prefix:
+        raise ValueError("Give the inference table a name prefix, e.g. the endpoint's name.")
+    return {
+        "inference_table_config": {
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "table_name_prefix": table_name_prefix.replace("-", "_"),
+            "enabled": enabled,
+        }
+    }
+
+
+def deploy_endpoint(
+    name: str,
+    config: Mapping[str, Any],
+    client=None,
+    timeout_minutes: int = 30,
+    ai_gateway: Mapping[str, Any] | None = None,
+):
     """Create the serving endpoint `name`, or update its config when it exists (zero downtime:
-    the old config serves until the new one is ready). Runs on Databricks only."""
+    the old config serves until the new one is ready), with an optional `ai_gateway` (see
+    `inference_table_gateway`). Runs on Databricks only; the endpoint bills while it is up."""
     from utils.env import is_databricks
 
     if client is None:
@@ -88,17 +113,40 @@ def deploy_endpoint(name: str, config: Mapping[str, Any], client=None, timeout_m
     from datetime import timedelta
 
     from databricks.sdk.errors import NotFound
-    from databricks.sdk.service.serving import EndpointCoreConfigInput
+    from databricks.sdk.service.serving import AiGatewayConfig, EndpointCoreConfigInput
 
     core = EndpointCoreConfigInput.from_dict({"name": name, **config})
+    gateway = AiGatewayConfig.from_dict(dict(ai_gateway)) if ai_gateway else None
     wait = timedelta(minutes=timeout_minutes)
     try:
         client.serving_endpoints.get(name)
     except NotFound:
-        return client.serving_endpoints.create_and_wait(name=name, config=core, timeout=wait)
+        return client.serving_endpoints.create_and_wait(
+            name=name, config=core, ai_gateway=gateway, timeout=wait
+        )
+    if gateway is not None:
+        client.serving_endpoints.put_ai_gateway(
+            name=name, inference_table_config=gateway.inference_table_config
+        )
     return client.serving_endpoints.update_config_and_wait(
         name=name,
         served_entities=core.served_entities,
         traffic_config=core.traffic_config,
         timeout=wait,
     )
+
+
+def delete_endpoint(name: str, client=None) -> bool:
+    """Delete serving endpoint `name` (the cleanup cell of chapters 04 and 05); False when
+    there was none. Its inference table stays in Unity Catalog."""
+    from databricks.sdk.errors import NotFound
+
+    if client is None:
+        from databricks.sdk import WorkspaceClient
+
+        client = WorkspaceClient()
+    try:
+        client.serving_endpoints.delete(name)
+    except NotFound:
+        return False
+    return True
