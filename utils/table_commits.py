@@ -35,7 +35,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from utils.env import work_path
-from utils.spark import get_spark
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,17 @@ log = logging.getLogger(__name__)
 WRITE_LOCK = threading.RLock()
 _ACTIVE: set[str] = set()  # commit ids being staged by this process: recovery leaves them alone
 _SKIPPED_NAMES = ("_SUCCESS", "._SUCCESS.crc")
+
+
+def _session():
+    """The running local session: commits only happen inside `utils.tables` writes, which
+    started it (taken from Spark directly to keep this module below `utils.spark`)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError("No Spark session: table commits run inside utils.tables writes.")
+    return spark
 
 
 def _fault_point(stage: str) -> None:
@@ -61,7 +71,7 @@ def local_path(uri: str) -> Path:
 
 
 def table_location(qualified: str) -> Path:
-    rows = get_spark().sql(f"DESCRIBE TABLE EXTENDED {qualified}").collect()
+    rows = _session().sql(f"DESCRIBE TABLE EXTENDED {qualified}").collect()
     for row in rows:
         if row.col_name == "Location":
             return local_path(row.data_type)
@@ -159,7 +169,7 @@ def discard(commit: Commit) -> None:
 def _create_table(commit: Commit) -> None:
     from pyspark.sql.types import StructType
 
-    spark = get_spark()
+    spark = _session()
     schema = StructType.fromJson(json.loads(commit.schema))
     writer = spark.createDataFrame([], schema).write.format("parquet")
     if commit.partition_by:
@@ -169,7 +179,7 @@ def _create_table(commit: Commit) -> None:
 
 def apply(commit: Commit) -> None:
     """Steps 3-4 of a committed write; safe to run again after a crash at any point."""
-    spark = get_spark()
+    spark = _session()
     exists = spark.catalog.tableExists(commit.table)
     if exists and commit.recreate:
         spark.sql(f"DROP TABLE {commit.table}")
