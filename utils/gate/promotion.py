@@ -2,7 +2,8 @@
 
 `promote` moves the `champion` alias only when every check of `validate_candidate` passed,
 keeps the old champion under `previous` and writes the report as version tags, so the registry
-itself says why a version was (not) promoted. `rollback` moves `champion` back to `previous`.
+itself says why a version was (not) promoted. `rollback` moves `champion` back to `previous`. Every alias move is appended to the alias
+history (`utils.operations.alias_history`) with who made it and why.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from utils.gate.checks import (
     clip_tag_value,
     validate_candidate,
 )
-from utils.tracking import CHAMPION, get_aliases, model_name, set_alias
+from utils.operations.alias_history import move_alias
+from utils.tracking import CHAMPION, get_aliases, model_name
 
 PREVIOUS = "previous"
 
@@ -57,9 +59,11 @@ def promote(
     report: ValidationReport | None = None,
     alias: str = CHAMPION,
     previous_alias: str = PREVIOUS,
+    actor: str = "utils.gate.promote",
 ) -> PromotionResult:
     """Validate `version` (or use `report`), tag it with the outcome, and move `alias` to it
-    only when every check passed; the version it replaces keeps the `previous_alias`."""
+    only when every check passed; the version it replaces keeps the `previous_alias`.
+    `actor` is who or what promotes, as the alias history will say."""
     name = model_name(name)
     if report is None:
         if X_holdout is None or y_holdout is None:
@@ -78,8 +82,14 @@ def promote(
     if not report.passed:
         return PromotionResult(False, int(version), current, aliases.get(previous_alias), report)
     if current is not None and int(current) != int(version):
-        set_alias(name, previous_alias, current)
-    set_alias(name, alias, version)
+        move_alias(
+            name, previous_alias, current, actor=actor,
+            reason=f"version {current} kept as {previous_alias} when {version} became {alias}",
+        )  # fmt: skip
+    move_alias(
+        name, alias, version, actor=actor,
+        reason=f"passed the validation gate ({len(report.checks)} checks)",
+    )  # fmt: skip
     after = get_aliases(name)
     return PromotionResult(True, int(version), after.get(alias), after.get(previous_alias), report)
 
@@ -91,7 +101,11 @@ class RollbackResult:
 
 
 def rollback(
-    name: str, reason: str = "", alias: str = CHAMPION, previous_alias: str = PREVIOUS
+    name: str,
+    reason: str = "",
+    alias: str = CHAMPION,
+    previous_alias: str = PREVIOUS,
+    actor: str = "utils.gate.rollback",
 ) -> RollbackResult:
     """Point `alias` back at the `previous_alias` version and drop `previous_alias` (it has
     done its job; a second rollback would need a decision, not a reflex). The version rolled
@@ -108,8 +122,9 @@ def rollback(
         )
     restored, current = aliases[previous_alias], aliases.get(alias)
     client = mlflow.MlflowClient()
-    set_alias(name, alias, restored)
-    client.delete_registered_model_alias(name, previous_alias)
+    why = f"rollback: {reason or 'unspecified'}"
+    move_alias(name, alias, restored, actor=actor, reason=why)
+    move_alias(name, previous_alias, None, actor=actor, reason=why)
     if current is not None and int(current) != int(restored):
         when = datetime.now(UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, str(current), "rolled_back_at", when)
