@@ -159,3 +159,24 @@ def test_the_weights_file_changes_the_split_while_running(variant_paths, tmp_pat
     os.utime(weights_file, ns=(time.time_ns(), time.time_ns() + 10**9))
     again = pd.DataFrame(router.predict(None, rows))["variant"].eq("challenger").mean()
     assert again == share
+
+
+def test_the_shadow_report_counts_agreement_errors_and_bands(variant_paths, tmp_path):
+    from utils.operations.shadow import shadow_report, shadow_rows, wait_for_log
+
+    router = make_router(variant_paths, tmp_path, shadow={"share": 0.5})
+    rows = requests(300).assign(x=[float(i % 3) for i in range(300)])
+    for i in range(len(rows)):
+        router.predict(None, rows.iloc[[i]])
+    log = wait_for_log(tmp_path, rows[REQUEST_ID], timeout=10)
+    mirrored = shadow_rows(log)
+    scores = pd.Series([0.05 + 0.9 * (i % 2) for i in range(len(mirrored))], index=mirrored.index)
+    report = shadow_report(mirrored, segment="x", scores=scores)
+    assert report.summary["compared"] == report.summary["mirrored"] == len(mirrored) > 100
+    assert report.summary["agreement"] == 0.0  # constant 0 against constant 1
+    assert report.summary["shadow_errors"] == report.summary["shadow_timeouts"] == 0
+    assert set(report.by_segment.index) == {0.0, 1.0, 2.0}
+    assert (report.by_segment["disagreement"] == 1.0).all()
+    assert report.by_band["mirrored"].sum() == len(mirrored)
+    with pytest.raises(ValueError, match="no shadow columns"):
+        shadow_rows(log.drop(columns=[c for c in log.columns if c.startswith("shadow")]))

@@ -432,8 +432,17 @@ def create_app() -> ASGIApp:
     )
     if os.environ.get("MLDEPLOY_SERVING_MICRO_BATCH", "").lower() in {"1", "true"}:
         model = MicroBatcher(model)
-    return ScoringGuard(
-        scoring_server.init(model),
+    app = scoring_server.init(model)
+    metrics = None
+    if os.environ.get("MLDEPLOY_SERVING_METRICS", "").lower() in {"1", "true"}:
+        from utils.operations.metrics import ServingMetrics  # chapter 12: /metrics
+
+        metrics = ServingMetrics(
+            rejected_log_dir=os.environ.get("MLDEPLOY_SERVING_REJECTED_LOG_DIR") or None
+        )
+        app = metrics.endpoint(app)  # behind the guard: a token protects /metrics too
+    guarded = ScoringGuard(
+        app,
         max_body_bytes=int(
             os.environ.get("MLDEPLOY_SERVING_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
         ),
@@ -445,6 +454,7 @@ def create_app() -> ASGIApp:
             os.environ.get("MLDEPLOY_SERVING_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S)
         ),
     )
+    return metrics.recorder(guarded) if metrics else guarded  # outermost: sees rejections
 
 
 def with_header_deadline(protocol: type, seconds: float) -> type:

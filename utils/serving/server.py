@@ -155,6 +155,20 @@ def serving_command(
     return args, env
 
 
+def _metrics_env(port: int, workers: int, name: str, log_dir: str | None) -> dict[str, str]:
+    """Settings for `/metrics`; several workers share prometheus_client's multiprocess folder
+    (emptied first: files from an earlier server would be counted again)."""
+    import shutil
+
+    env = {"MLDEPLOY_SERVING_METRICS": "true", "MLDEPLOY_SERVING_REJECTED_LOG_DIR": log_dir or ""}
+    if workers > 1:
+        folder = work_path("serving", "metrics", f"{name}-{port}")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return env
+
+
 def serve_model(
     model_uri: str,
     port: int | None = None,
@@ -165,6 +179,7 @@ def serve_model(
     max_body_bytes: int = DATABRICKS_MAX_PAYLOAD_BYTES,
     max_json_depth: int = 32,
     micro_batch: bool = False,
+    metrics: bool = False,
     model_config: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     start_timeout: float = 120.0,
@@ -178,6 +193,8 @@ def serve_model(
     400, and with a `token` a request without `Authorization: Bearer <token>` gets 401.
     `micro_batch` scores requests that arrive while the model is busy in one `predict` call
     (for models whose rows are scored independently, like scikit-learn pipelines).
+    `metrics` adds `GET /metrics` (Prometheus; `utils.operations.metrics`) and, when
+    `model_config` has a `log_dir`, logs rejected (4xx) requests there with their reason.
     `model_config` reaches the model's `load_context` (MLflow's SERVING_MODEL_CONFIG). The log
     is kept under the work dir (`serving/logs`). Raises ServingError with the cause and the end
     of the server log when the port is busy, the model is missing or the server dies at start.
@@ -210,6 +227,10 @@ def serve_model(
         child_env["MLDEPLOY_SERVING_TOKEN"] = token
     if model_config:
         child_env["SERVING_MODEL_CONFIG"] = json.dumps(dict(model_config))
+    if metrics:
+        if not guard:
+            raise ValueError("metrics needs the guarded app (guard=True).")
+        child_env.update(_metrics_env(port, workers, name, (model_config or {}).get("log_dir")))
     try:
         handle = start_process(
             args,

@@ -1,0 +1,42 @@
+"""The Databricks configs of chapter 12 round-trip through databricks-sdk's dataclasses."""
+
+from __future__ import annotations
+
+import pytest
+from databricks.sdk.service.catalog import MonitorInferenceLog
+from databricks.sdk.service.serving import AiGatewayConfig, EndpointCoreConfigInput
+
+from utils.operations.databricks import (
+    apply_on_databricks,
+    canary_endpoint_configs,
+    inference_monitor,
+    inference_table_config,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_canary_steps_become_endpoint_configs():
+    configs = canary_endpoint_configs("main.ml.bank_churn", 3, 4)
+    shares = [{r["served_entity_name"]: r["traffic_percentage"]
+               for r in c["traffic_config"]["routes"]} for c in configs]  # fmt: skip
+    assert shares == [
+        {"champion": 95, "challenger": 5}, {"champion": 75, "challenger": 25},
+        {"champion": 50, "challenger": 50}, {"champion": 0, "challenger": 100},
+    ]  # fmt: skip
+    for config in configs:
+        assert EndpointCoreConfigInput.from_dict(config).as_dict() == config
+    with pytest.raises(ValueError, match=r"share in \[0, 1\]"):
+        canary_endpoint_configs("m", 1, 2, steps=(1.5,))
+
+
+def test_inference_table_and_monitor_configs_round_trip():
+    gateway = inference_table_config("main", "ml", "bank_churn")
+    assert AiGatewayConfig.from_dict(gateway).as_dict() == gateway
+    monitor = inference_monitor()
+    assert MonitorInferenceLog.from_dict(monitor).as_dict() == monitor
+
+
+def test_applying_runs_only_on_databricks():
+    with pytest.raises(RuntimeError, match="run it on Databricks"):
+        apply_on_databricks("ep", canary_endpoint_configs("m", 1, 2)[0])
