@@ -86,3 +86,22 @@ def test_rollback_records_both_of_its_moves(two_versions):
     assert (rows["actor"] == "utils.gate.rollback").all()
     assert rows["reason"].str.contains("alerts fired").all()
     assert version_at(name, datetime.now(UTC)) == v1
+
+
+def test_model_card_has_every_section_and_the_versions_history(two_versions):
+    from utils.operations.cards import CARD_SECTIONS, diff_card, log_model_card
+    from utils.tracking import ModelNotFoundError
+
+    name, (v1, v2) = two_versions
+    mlflow.MlflowClient().set_model_version_tag(name, str(v2), "validation.slices", "pass: {}")
+    card = log_model_card(name, v2)
+    for section in CARD_SECTIONS:
+        assert f"## {section}\n" in card
+    assert f"# Model card: {name} version {v2}" in card and "| champion |" in card
+    assert "`scikit-learn" in card and "validation.slices" not in card and "| slices |" in card
+    tags = mlflow.MlflowClient().get_model_version(name, str(v2)).tags
+    assert tags["model_card"] == f"model_cards/v{v2}.md"
+    diff = diff_card(name, v1, v2)
+    assert f"version {v1} vs version {v2}" in diff and "tag `validation.slices`" in diff
+    with pytest.raises(ModelNotFoundError, match="has no version 99"):
+        log_model_card(name, 99)

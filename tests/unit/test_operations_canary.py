@@ -51,9 +51,10 @@ class SimulatedTraffic:
             request_id = f"s{self.seed}-{self.sent}"
             self.sent += 1
             self.truth[request_id] = label
+            prediction = (label if right else 1 - label) if ok else None
+            latency = self.rng.gamma(4, self.latency_ms[variant] / 4)
             rows.append({"request_id": request_id, "variant": variant, "ok": ok,
-                         "latency_ms": self.rng.gamma(4, self.latency_ms[variant] / 4),
-                         "prediction": (label if right else 1 - label) if ok else None})  # fmt: skip
+                         "latency_ms": latency, "prediction": prediction})  # fmt: skip
         return pd.DataFrame(rows)
 
     def labels(self, ids):

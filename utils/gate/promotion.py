@@ -2,8 +2,8 @@
 
 `promote` moves the `champion` alias only when every check of `validate_candidate` passed,
 keeps the old champion under `previous` and writes the report as version tags, so the registry
-itself says why a version was (not) promoted. `rollback` moves `champion` back to `previous`. Every alias move is appended to the alias
-history (`utils.operations.alias_history`) with who made it and why.
+itself says why a version was (not) promoted. `rollback` moves `champion` back to `previous`.
+Every alias move is appended to the alias history (`utils.operations.alias_history`).
 """
 
 from __future__ import annotations

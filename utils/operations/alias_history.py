@@ -3,9 +3,11 @@
 MLflow keeps only where an alias points now (a history has been an open MLflow request since
 2019), so every alias move made by this project's helpers (`utils.gate.promotion.promote` and
 `rollback`, the canary controller) goes through `move_alias`, which moves the alias and appends
-one row to the history. Locally the history is a SQLite table in the work dir (appends are
-transactions, so a crash never leaves half a row); on Databricks, a catalog table. A move made
-outside these helpers (the UI, a bare `set_registered_model_alias`) is not seen.
+one row to the history. The history is a folder of one-row JSON files under the work dir
+(`registry/alias_history/`), each written whole and renamed into place, so a crash never leaves
+half a row, and nothing is ever appended to an open file (Unity Catalog volumes, the work dir
+on Databricks, do not support that); `spark.read.json(folder)` reads it as a table. A move
+made outside these helpers (the UI, a bare `set_registered_model_alias`) is not seen.
 
 `version_at(model, when)` answers "which version was champion at time T", and
 `versions_at` does it for a column of timestamps, so predictions can be joined to the champion
@@ -14,34 +16,24 @@ of their time (chapters 05 and 09).
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import os
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
-from utils.env import is_databricks, work_path
+from utils.env import work_path
 from utils.tracking import CHAMPION, get_aliases, model_name, set_alias
 
-HISTORY_TABLE = "alias_history"
 HISTORY_COLUMNS = ("model", "alias", "from_version", "to_version", "actor", "reason", "moved_at")
 
 
-def history_db():
-    """The local SQLite file that holds the history table."""
-    return work_path("registry", "alias_history.db")
-
-
-def _connect() -> sqlite3.Connection:
-    path = history_db()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=30)
-    connection.execute(
-        f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (model TEXT NOT NULL, alias TEXT NOT NULL, "
-        "from_version INTEGER, to_version INTEGER, actor TEXT NOT NULL, reason TEXT NOT NULL, "
-        "moved_at TEXT NOT NULL)"
-    )
-    return connection
+def history_dir() -> Path:
+    """The folder that holds the history, one JSON file per alias move."""
+    return work_path("registry", "alias_history")
 
 
 def record_alias_move(
@@ -57,6 +49,7 @@ def record_alias_move(
     from == to: a decision that left the alias where it was, worth keeping too)."""
     if not actor or not reason:
         raise ValueError("An alias move needs an actor (who or what) and a reason (why).")
+    moved_at = moved_at or datetime.now(UTC)
     row = {
         "model": model_name(model),
         "alias": alias,
@@ -64,19 +57,15 @@ def record_alias_move(
         "to_version": None if to_version is None else int(to_version),
         "actor": actor,
         "reason": reason,
-        "moved_at": (moved_at or datetime.now(UTC)).isoformat(timespec="microseconds"),
+        "moved_at": moved_at.isoformat(timespec="microseconds"),
     }
-    if is_databricks():
-        from utils import tables
-
-        tables.append_table(pd.DataFrame([row]), HISTORY_TABLE)
-        return row
-    with _connect() as connection:  # one transaction: the row is there whole or not at all
-        connection.execute(
-            f"INSERT INTO {HISTORY_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [row[c] for c in HISTORY_COLUMNS],
-        )
-    connection.close()
+    folder = history_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    # the name sorts by time; the random part keeps two moves in one microsecond apart
+    stem = f"{moved_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+    partial = folder / f".{stem}.tmp"
+    partial.write_text(json.dumps(row))
+    os.replace(partial, folder / f"{stem}.json")
     return row
 
 
@@ -98,17 +87,8 @@ def move_alias(name: str, alias: str, version: int | str | None, *, actor: str, 
 
 def alias_history(model: str | None = None, alias: str | None = None) -> pd.DataFrame:
     """The history, oldest first, optionally of one model and alias; `moved_at` as UTC times."""
-    if is_databricks():
-        from utils import tables
-
-        if not tables.table_exists(HISTORY_TABLE):
-            frame = pd.DataFrame(columns=list(HISTORY_COLUMNS))
-        else:
-            frame = tables.read_table(HISTORY_TABLE).toPandas()
-    else:
-        with _connect() as connection:
-            frame = pd.read_sql_query(f"SELECT * FROM {HISTORY_TABLE} ORDER BY rowid", connection)
-        connection.close()
+    rows = [json.loads(path.read_text()) for path in sorted(history_dir().glob("*.json"))]
+    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     if model is not None:
         frame = frame[frame["model"] == model_name(model)]
     if alias is not None:

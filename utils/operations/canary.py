@@ -22,6 +22,7 @@ known now for a list of request ids (missing ones: not known yet).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -290,10 +291,8 @@ class CanaryController:
 
     def _restore(self, share: float, aliases: dict[str, int]) -> None:
         """Traffic and aliases as they were before the step (best effort on the traffic)."""
-        try:
+        with contextlib.suppress(Exception):  # the aliases are restored all the same
             self.traffic.set_share(share)
-        except Exception:  # the aliases still get restored; the error says what failed
-            pass
         self.share = share
         now = get_aliases(self.model)
         for alias in set(aliases) | set(now):

@@ -13,13 +13,11 @@ import base64
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
-from utils.monitoring.drift import drift_report
 
 
 @dataclass
@@ -68,19 +66,17 @@ def build_dashboard(
     log: pd.DataFrame,
     history: pd.DataFrame,
     metrics: Mapping[str, float],
-    reference: pd.DataFrame,
-    features: Sequence[str],
+    drift: pd.DataFrame,
     cost_per_customer: float,
     title: str = "Churn model in production",
 ) -> Dashboard:
     """The page: `log` is the inference log (answered rows, with `actual_label` once merged;
     rejected rows are counted from `metrics`), `history` the alias history of the model,
-    `reference` the training features that drift is measured against."""
+    `drift` the PSI per feature (`utils.monitoring.drift.drift_report`, chapter 09)."""
     import matplotlib.pyplot as plt
 
     answered = log[log["variant"].notna()].copy()
     answered["bucket"] = _time_buckets(answered["timestamp"])
-    inputs = pd.DataFrame([json.loads(t) for t in answered["inputs"]], index=answered.index)
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     fig.suptitle(title, fontsize=15, fontweight="bold")
 
@@ -119,7 +115,6 @@ def build_dashboard(
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
 
-    drift = drift_report(reference, inputs, features)
     drift.set_index("feature")["psi"].sort_values().plot.barh(ax=axes[1, 1])
     axes[1, 1].axvline(0.1, color="orange", linestyle=":")
     axes[1, 1].axvline(0.25, color="red", linestyle=":")
