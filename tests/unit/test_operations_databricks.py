@@ -40,3 +40,13 @@ def test_inference_table_and_monitor_configs_round_trip():
 def test_applying_runs_only_on_databricks():
     with pytest.raises(RuntimeError, match="run it on Databricks"):
         apply_on_databricks("ep", canary_endpoint_configs("m", 1, 2)[0])
+
+
+def test_percentages_that_do_not_add_up_are_refused():
+    from utils.operations.databricks import check_percentages
+
+    with pytest.raises(ValueError, match="add up to 110, not 100"):
+        check_percentages({"champion": 90, "challenger": 20})
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        check_percentages({"champion": 110, "challenger": -10})
+    assert check_percentages({"a": 95, "b": 5}) == {"a": 95, "b": 5}

@@ -404,3 +404,17 @@ class RouterTraffic:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         return json.loads(payload)["predictions"][0]
+
+
+def labels_after_delay(truth: pd.Series, hold_back: int) -> Callable[[pd.Series], pd.Series]:
+    """Labels that arrive late: of the request ids seen so far (oldest first), the last
+    `hold_back` have no label yet; the others get theirs from `truth` (indexed by request id).
+    With `hold_back` = the window size, a step is judged on the labels of the steps before it."""
+
+    def known(request_ids: pd.Series) -> pd.Series:
+        labels = request_ids.map(truth).astype("float64")
+        if hold_back > 0:
+            labels.iloc[-hold_back:] = np.nan
+        return labels
+
+    return known
