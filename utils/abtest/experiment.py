@@ -109,7 +109,10 @@ def log_router(
         name=name,
         python_model=ROUTER_MODEL_FILE,  # models from code: the file is the model
         artifacts=pinned,
-        model_config={"weights": dict(weights), "versions": versions, "log_dir": ""},
+        # every key a server may set must be logged (MLflow ignores unknown ones): shadow and
+        # weights_file are off until `serve_model(model_config=...)` turns them on (chapter 12)
+        model_config={"weights": dict(weights), "versions": versions, "log_dir": "",
+                      "shadow": {}, "weights_file": ""},  # fmt: skip
         signature=router_signature(first.signature.inputs, prediction_type),
         input_example=input_example,
         pip_requirements=_requirements(list(pinned.values())),
