@@ -71,7 +71,7 @@ class CanaryPolicy:
     min_latency_samples: int = 20
     alpha: float = 0.02  # chance of rolling back a model as accurate as the champion, all steps
     accuracy_margin: float = 0.0  # accuracy the challenger may lose before it counts as worse
-    min_labelled: int = 30  # labelled requests per variant before accuracy is judged
+    min_labelled: int = 20  # labelled requests per variant before accuracy is judged
     labels_required_from: float = 0.5  # steps at or above this share need labels
 
     def __post_init__(self):
