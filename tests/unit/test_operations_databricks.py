@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from databricks.sdk.service.catalog import MonitorInferenceLog
-from databricks.sdk.service.serving import AiGatewayConfig, EndpointCoreConfigInput
+from databricks.sdk.service.serving import EndpointCoreConfigInput
 
-from utils.operations.databricks import (
-    apply_on_databricks,
-    canary_endpoint_configs,
-    inference_monitor,
-    inference_table_config,
-)
+from utils.operations.databricks import canary_endpoint_configs
 
 pytestmark = pytest.mark.unit
 
@@ -28,18 +22,6 @@ def test_canary_steps_become_endpoint_configs():
         assert EndpointCoreConfigInput.from_dict(config).as_dict() == config
     with pytest.raises(ValueError, match=r"share in \[0, 1\]"):
         canary_endpoint_configs("m", 1, 2, steps=(1.5,))
-
-
-def test_inference_table_and_monitor_configs_round_trip():
-    gateway = inference_table_config("main", "ml", "bank_churn")
-    assert AiGatewayConfig.from_dict(gateway).as_dict() == gateway
-    monitor = inference_monitor()
-    assert MonitorInferenceLog.from_dict(monitor).as_dict() == monitor
-
-
-def test_applying_runs_only_on_databricks():
-    with pytest.raises(RuntimeError, match="run it on Databricks"):
-        apply_on_databricks("ep", canary_endpoint_configs("m", 1, 2)[0])
 
 
 def test_percentages_that_do_not_add_up_are_refused():

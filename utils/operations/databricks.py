@@ -1,8 +1,8 @@
-"""The chapter's operations on Databricks: a canary is a sequence of endpoint traffic configs
-over two served entities; the endpoint's AI Gateway writes the inference table; Lakehouse
-Monitoring profiles that table (an InferenceLog monitor) and draws its dashboard. The builders
-are plain dicts (checked anywhere against `databricks-sdk`'s dataclasses); applying them talks
-to a workspace and runs only there."""
+"""A canary on Databricks: a sequence of endpoint traffic configs over two served entities
+(the rollback is the config with share 0), checked to add up to 100 %. The endpoint's inference
+table (`utils.serving.inference_table_gateway`) and its Lakehouse Monitoring profile
+(`utils.monitoring.lakehouse`) are built by the chapter 05 and 09 helpers; deploying runs only
+on Databricks (`utils.serving.deploy_endpoint`)."""
 
 from __future__ import annotations
 
@@ -49,51 +49,3 @@ def canary_endpoint_configs(
                            for r in config["traffic_config"]["routes"]})  # fmt: skip
         configs.append(config)
     return configs
-
-
-def inference_table_config(catalog: str, schema: str, prefix: str) -> dict[str, Any]:
-    """The AI Gateway setting that makes the endpoint log every request and response to
-    `<catalog>.<schema>.<prefix>_payload` (for `put_ai_gateway`)."""
-    return {
-        "inference_table_config": {
-            "catalog_name": catalog, "schema_name": schema,
-            "table_name_prefix": prefix, "enabled": True,
-        }
-    }  # fmt: skip
-
-
-def inference_monitor(
-    prediction_col: str = "prediction", label_col: str = "actual_label",
-    model_id_col: str = "model_version", timestamp_col: str = "scored_at",
-    granularities: Sequence[str] = ("1 hour", "1 day"),
-) -> dict[str, Any]:  # fmt: skip
-    """A Lakehouse Monitoring InferenceLog profile for a classifier's inference table: the
-    same accuracy-by-version and drift this chapter draws locally, computed by Databricks."""
-    return {
-        "problem_type": "PROBLEM_TYPE_CLASSIFICATION", "prediction_col": prediction_col,
-        "label_col": label_col, "model_id_col": model_id_col,
-        "timestamp_col": timestamp_col, "granularities": list(granularities),
-    }  # fmt: skip
-
-
-def apply_on_databricks(
-    endpoint: str, config: dict[str, Any], table: str | None = None,
-    monitor: dict[str, Any] | None = None, assets_dir: str = "", output_schema: str = "",
-):  # fmt: skip
-    """Deploy a step's config and, when given, create the monitor on `table`. Databricks only."""
-    from utils.env import is_databricks
-    from utils.serving.databricks import deploy_endpoint
-
-    if not is_databricks():
-        raise RuntimeError("apply_on_databricks talks to a workspace; run it on Databricks.")
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.service.catalog import MonitorInferenceLog
-
-    client = WorkspaceClient()
-    endpoint_state = deploy_endpoint(endpoint, config, client=client)
-    if table and monitor:
-        client.quality_monitors.create(
-            table_name=table, assets_dir=assets_dir, output_schema_name=output_schema,
-            inference_log=MonitorInferenceLog.from_dict(monitor),
-        )  # fmt: skip
-    return endpoint_state
