@@ -53,7 +53,7 @@ def test_job_notebooks_load_the_same_bootstrap():
 class FakeWorkspace:
     def __init__(self):
         self.made = []
-        self.current_user = SimpleNamespace(me=lambda: SimpleNamespace(user_name="sp-123"))
+        self.current_user = SimpleNamespace(me=lambda: SimpleNamespace(user_name="0000-sp"))
         self.workspace = SimpleNamespace(mkdirs=self.made.append)
         self.monitors = []
         self.quality_monitors = SimpleNamespace(
@@ -65,8 +65,8 @@ class FakeWorkspace:
 def test_experiment_path_creates_its_folder():
     workspace = FakeWorkspace()
     path = tracking.databricks_experiment_path("01_train", workspace)
-    assert path == "/Users/sp-123/mlflow-deployment-notebooks/01_train"
-    assert workspace.made == ["/Users/sp-123/mlflow-deployment-notebooks"]
+    assert path == "/Users/0000-sp/mlflow-deployment-notebooks/01_train"
+    assert workspace.made == ["/Users/0000-sp/mlflow-deployment-notebooks"]
     assert tracking.databricks_experiment_path("/Shared/team/exp", workspace) == "/Shared/team/exp"
     assert workspace.made[-1] == "/Shared/team"
 
@@ -190,7 +190,7 @@ def test_cached_falls_back_only_on_databricks(monkeypatch):
 def test_inference_monitor_is_created_and_deleted_through_the_sdk():
     workspace = FakeWorkspace()
     config = lakehouse.inference_monitor_config()
-    lakehouse.create_inference_monitor("c.s.log", "c.s", "/Workspace/Users/x/m", config, workspace)
+    lakehouse.create_inference_monitor("c.s.log", "c.s", "/Workspace/Shared/m", config, workspace)
     created = workspace.monitors[0]
     assert created["table_name"] == "c.s.log" and created["slicing_exprs"] == ["Geography"]
     assert created["inference_log"].as_dict() == config["inference_log"]

@@ -287,7 +287,7 @@ def test_error_answers_quote_a_short_prefix_and_keep_the_cause():
             {
                 "error_code": "BAD_REQUEST",
                 "message": message,
-                "stack_trace": "Traceback\n  /home/me/x.py\nValueError: bad x",
+                "stack_trace": "Traceback\n  /srv/app/x.py\nValueError: bad x",
             }
         )
         await send(
