@@ -1,22 +1,25 @@
 """The chatbot's steps, shared by its MLflow model (`chatbot_model.py`) and the chapter:
-checking and truncating a question, building the prompt from retrieved passages, asking the
-language-model endpoint, and logging the model with models-from-code.
+checking and truncating a question, retrieving passages, building the prompt, asking the
+language-model endpoint. Each step is an MLflow trace span (retrieval, prompt, generation), so
+an answer can be inspected, and evaluated again later, from its trace.
+
+This module ships inside the logged model (with `client` and `retriever`): it imports nothing
+else from this repository.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
+from mlflow.entities import SpanType
 
-from utils.env import REPO_ROOT
 from utils.rag.client import chat, reply_text
-from utils.rag.retriever import EMBEDDING_REQUIREMENTS, Passage, Retriever
+from utils.rag.retriever import Passage, Retriever
 
-MODEL_CODE = Path(__file__).resolve().parent / "chatbot_model.py"
 DEFAULT_CONFIG = {
     "base_url": "http://127.0.0.1:8800/v1",  # LLM_BASE_URL overrides it where the model runs
     "model": "gemma-3-270m",  # LLM_MODEL overrides it
@@ -66,6 +69,7 @@ def build_prompt(question: str, passages: Sequence[Passage]) -> str:
     return f"Passage: {context}\nQuestion: {question}\nAnswer:"
 
 
+@mlflow.trace(name="answer_question", span_type=SpanType.CHAIN)
 def answer_question(
     question: str,
     retriever: Retriever,
@@ -78,14 +82,23 @@ def answer_question(
 ) -> Answer:
     """Retrieve, prompt, ask the endpoint: the answer and the passages it was given."""
     question, warning = checked_question(question, max_question_words, row)
-    passages = [p for p, _ in retriever.search(question, top_k)]
-    response = chat(
-        base_url,
-        model,
-        [{"role": "user", "content": build_prompt(question, passages)}],
-        max_tokens=max_tokens,
-        stop=["\n"],  # one answer line; a base model goes on to invent the next question
-    )
+    with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
+        span.set_inputs({"query": question, "top_k": top_k})
+        passages = [p for p, _ in retriever.search(question, top_k)]
+        span.set_outputs([
+            {"page_content": p.text, "metadata": {"doc_uri": p.doc_id, "chunk_id": p.passage_id}}
+            for p in passages
+        ])
+    with mlflow.start_span(name="build_prompt", span_type=SpanType.PARSER) as span:
+        span.set_inputs({"question": question, "passage_ids": [p.passage_id for p in passages]})
+        prompt = build_prompt(question, passages)
+        span.set_outputs({"prompt": prompt})
+    messages = [{"role": "user", "content": prompt}]
+    with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
+        span.set_inputs({"model": model, "messages": messages, "max_tokens": max_tokens})
+        # one answer line: a base model goes on to invent the next question
+        response = chat(base_url, model, messages, max_tokens=max_tokens, stop=["\n"])
+        span.set_outputs(response)
     return Answer(reply_text(response), [p.passage_id for p in passages], warning)
 
 
@@ -103,44 +116,3 @@ def questions_from(model_input: Any) -> list[Any]:
     if isinstance(model_input, str):
         return [model_input]
     return list(model_input)
-
-
-def signature_and_example():
-    """The chatbot's signature (question in; answer, passage ids, warning out) and an example."""
-    from mlflow.models import infer_signature
-
-    example = pd.DataFrame({"question": ["What does the champion alias point at?"]})
-    output = pd.DataFrame(
-        {"answer": ["One model version."], "passage_ids": [["model-aliases:0"]], "warning": [""]}
-    )
-    return infer_signature(example, output), example
-
-
-def chatbot_requirements() -> list[str]:
-    from utils.environments.requirements import pinned_requirements
-
-    return pinned_requirements(
-        "mlflow", "pandas", "numpy", "requests", "torch", *EMBEDDING_REQUIREMENTS
-    )
-
-
-def log_chatbot(
-    retriever_dir: str | Path,
-    config: Mapping[str, Any] | None = None,
-    name: str = "chatbot",
-):
-    """Log the chatbot with models-from-code: `chatbot_model.py` is the model, the saved
-    retriever its artifact, `utils` its shipped code. Returns MLflow's ModelInfo."""
-    import mlflow
-
-    signature, example = signature_and_example()
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(MODEL_CODE),
-        artifacts={"retriever": str(retriever_dir)},
-        model_config={**DEFAULT_CONFIG, **(config or {})},
-        code_paths=[str(REPO_ROOT / "utils")],
-        signature=signature,
-        input_example=example,
-        pip_requirements=chatbot_requirements(),
-    )

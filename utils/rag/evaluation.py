@@ -1,10 +1,10 @@
-"""The chatbot's evaluation data: the question set, answers generated in batch, the rows
-`mlflow.genai.evaluate` reads, the hand-graded calibration set, and the pictures."""
+"""The chatbot's evaluation data: the question set, the rows and `predict_fn` that
+`mlflow.genai.evaluate` reads, per-version result rows for a table, the hand-graded
+calibration set stored as HUMAN feedback on traces (and read back), and the pictures."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,12 @@ import pandas as pd
 from utils.env import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data"
+CORPUS_DIR = DATA_DIR / "rag_corpus"
 QUESTIONS_CSV = DATA_DIR / "questions_evaluation.csv"
 CALIBRATION_CSV = DATA_DIR / "rag_judge_calibration.csv"
 QUESTION_COLUMNS = ["question_id", "question", "reference_answer", "passage_id"]
+CALIBRATION_COLUMNS = ["example_id", "question", "answer", "reference_answer", "human_correct",
+                       "human_professionalism"]
 
 
 def load_questions(
@@ -43,67 +46,113 @@ def load_questions(
     return questions.head(limit) if limit else questions
 
 
-def answer_all(model, questions: pd.DataFrame, model_version: str | int) -> pd.DataFrame:
-    """Answer every question with a loaded chatbot (progress bar); one prediction row each,
-    with the model version and the seconds it took."""
-    from tqdm.auto import tqdm
-
-    rows = []
-    for record in tqdm(questions.to_dict("records"), desc="answering", unit="question"):
-        start = time.perf_counter()
-        out = model.predict(pd.DataFrame({"question": [record["question"]]})).iloc[0]
-        rows.append(
-            {
-                "question_id": record["question_id"],
-                "question": record["question"],
-                "answer": out["answer"],
-                "passage_ids": list(out["passage_ids"]),
-                "warning": out["warning"],
-                "model_version": str(model_version),
-                "seconds": round(time.perf_counter() - start, 2),
-                "answered_at": pd.Timestamp.now(tz="UTC").floor("s"),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def evaluation_rows(predictions: pd.DataFrame, questions: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows for `mlflow.genai.evaluate`: inputs, the chatbot's outputs, and expectations."""
-    joined = predictions.merge(
-        questions[["question_id", "reference_answer", "passage_id"]], on="question_id"
-    )
+def evaluation_data(questions: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows for `mlflow.genai.evaluate(predict_fn=...)`: the inputs the chatbot answers (with
+    the question id, so results join on it) and the expectations the scorers compare with."""
     return [
         {
-            "inputs": {"question": r["question"]},
-            "outputs": {"answer": r["answer"], "passage_ids": list(r["passage_ids"])},
+            "inputs": {"question_id": r["question_id"], "question": r["question"]},
             "expectations": {
                 "expected_response": r["reference_answer"],
                 "passage_id": r["passage_id"],
             },
         }
-        for r in joined.to_dict("records")
+        for r in questions.to_dict("records")
     ]
+
+
+def chatbot_predict_fn(model) -> Callable[..., dict[str, Any]]:
+    """`predict_fn` for `mlflow.genai.evaluate`: one question through a loaded chatbot model.
+
+    The chatbot's own spans (retrieve, build_prompt, generate) nest in the trace evaluate
+    opens for the row; an error (empty question, endpoint down) fails that row only.
+    """
+
+    def predict(question_id: str, question: str) -> dict[str, Any]:
+        out = model.predict(pd.DataFrame({"question": [question]})).iloc[0]
+        return {"answer": out["answer"], "passage_ids": list(out["passage_ids"]),
+                "warning": out["warning"]}
+
+    return predict
+
+
+def results_rows(scores: pd.DataFrame, model_version: str | int, run_id: str) -> pd.DataFrame:
+    """Per-question results of one evaluation, for a table keyed by (question_id,
+    model_version): re-evaluating a version replaces its rows, a new version adds rows."""
+    keep = [c for c in scores.columns if not c.endswith("_rationale")]
+    frame = scores[keep].copy()
+    frame["model_version"] = str(model_version)
+    frame["run_id"] = run_id
+    frame["evaluated_at"] = pd.Timestamp.now(tz="UTC").floor("s")
+    for column in frame.columns:  # Spark needs one type per column: errors and ids as text
+        if frame[column].dtype == object and column != "passage_ids":
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+    return frame
 
 
 def load_calibration(path: str | Path = CALIBRATION_CSV, limit: int = 0) -> pd.DataFrame:
-    """Hand-graded answers (`data/rag_grading_rule.md` has the rule); `limit` keeps a sample
-    that still holds both verdicts (alternating rows from the file's interleaved order)."""
+    """Hand-graded answers (`data/rag_grading_rule.md` has the rule); `limit` keeps the first
+    rows, which alternate correct and incorrect answers, so a sample still holds both."""
     graded = pd.read_csv(path, dtype={"human_professionalism": int})
+    missing = [c for c in CALIBRATION_COLUMNS if c not in graded.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}; it needs {CALIBRATION_COLUMNS}.")
     bad = graded[~graded["human_correct"].isin(["yes", "no"])]
     if len(bad):
         raise ValueError(f"{path}: human_correct must be yes or no; rows {bad.index.tolist()}.")
+    bad = graded[~graded["human_professionalism"].between(1, 5)]
+    if len(bad):
+        raise ValueError(f"{path}: human_professionalism must be 1-5; rows {bad.index.tolist()}.")
     return graded.head(limit) if limit else graded
 
 
-def calibration_rows(graded: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {
-            "inputs": {"question": r["question"]},
-            "outputs": {"answer": r["answer"], "passage_ids": []},
-            "expectations": {"expected_response": r["reference_answer"]},
-        }
-        for r in graded.to_dict("records")
-    ]
+def log_graded_traces(graded: pd.DataFrame, grader: str = "hand-grades") -> list[str]:
+    """One trace per hand-graded answer (question in, answer out, the reference as an
+    expectation) with the hand grades on it as HUMAN feedback named like the judges, which is
+    what `judge.align()` and the calibration read back. Returns the trace ids."""
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, SpanType
+
+    from utils.rag.judges import CORRECTNESS, PROFESSIONALISM
+
+    human = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=grader)
+    trace_ids = []
+    for r in graded.to_dict("records"):
+        with mlflow.start_span(name="graded_answer", span_type=SpanType.CHAIN) as span:
+            span.set_inputs({"question_id": r["example_id"], "question": r["question"]})
+            span.set_outputs({"answer": r["answer"], "passage_ids": []})
+        trace_id = span.trace_id
+        mlflow.set_trace_tag(trace_id, "dataset", "rag_judge_calibration")
+        mlflow.log_expectation(trace_id=trace_id, name="expected_response",
+                               value=r["reference_answer"])
+        mlflow.log_feedback(trace_id=trace_id, name=CORRECTNESS, value=r["human_correct"],
+                            source=human)
+        mlflow.log_feedback(trace_id=trace_id, name=PROFESSIONALISM,
+                            value=int(r["human_professionalism"]), source=human)
+        trace_ids.append(trace_id)
+    return trace_ids
+
+
+def human_grades(traces: Iterable) -> pd.DataFrame:
+    """The HUMAN feedback stored on traces, one row per trace: trace_id, question_id and one
+    column per feedback name (the latest value when a grade was corrected)."""
+    rows = []
+    for trace in traces:
+        row: dict[str, Any] = {"trace_id": trace.info.trace_id,
+                               "question_id": _inputs(trace).get("question_id")}
+        for assessment in sorted(trace.info.assessments or [], key=lambda a: a.create_time_ms):
+            if assessment.source.source_type == "HUMAN" and assessment.feedback is not None:
+                row[f"human_{assessment.name}"] = assessment.feedback.value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _inputs(trace) -> dict[str, Any]:
+    import json
+
+    request = trace.data.request
+    value = json.loads(request) if isinstance(request, str) else request
+    return value if isinstance(value, dict) else {}
 
 
 def plot_scores(scores: pd.DataFrame, correctness: str = "correctness",

@@ -3,10 +3,13 @@
 LLM judges are MLflow `make_judge` judges addressed as `openai:/<model>`: MLflow sends them to
 `$OPENAI_API_BASE/chat/completions` with a JSON-schema `response_format`, so one setting
 (`point_judges_at`) moves them from the local endpoint to any OpenAI-compatible service.
-Deterministic scorers need no model but MiniLM: similarity to the reference, retrieval hit,
-token count and readability. Evaluation rows look like
+The local endpoint generates their replies under the reply's JSON schema (`utils.rag.llm`),
+so a reply is always valid JSON; a judge that still fails on a row (endpoint down, a value
+outside the rubric) is counted in `judge_error_rate`, never dropped. Deterministic scorers need
+no model but MiniLM: similarity to the reference, token count and the ARI readability grade
+the seed's MLflow 2 evaluation reported. Evaluation rows look like
 
-    {"inputs": {"question": ...},
+    {"inputs": {"question_id": ..., "question": ...},
      "outputs": {"answer": ..., "passage_ids": [...]},
      "expectations": {"expected_response": ..., "passage_id": ...}}
 """
@@ -23,12 +26,23 @@ from typing import Any, Literal
 import pandas as pd
 
 CORRECTNESS, PROFESSIONALISM = "correctness", "professionalism"
+CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
 
 CORRECTNESS_INSTRUCTIONS = """\
 Decide whether the chatbot's answer in {{ outputs }} to the question in {{ inputs }} is correct.
 Compare it with the reference answer in {{ expectations }}: answer "yes" when it states the
 reference's main fact (other wording is fine), "no" when it is wrong, contradicts the
 reference, or does not give the main fact."""
+
+CORRECTNESS_SCALE_INSTRUCTIONS = """\
+Grade how correct the chatbot's answer in {{ outputs }} to the question in {{ inputs }} is,
+compared with the reference answer in {{ expectations }}. Rubric (as MLflow 2's
+answer_correctness metric):
+5 = states the reference's main fact, nothing wrong added.
+4 = states the main fact with a minor inaccuracy or omission.
+3 = partly correct: some of the fact, or the fact mixed with errors.
+2 = mostly wrong, with a trace of the right fact.
+1 = wrong, contradicts the reference, or gives no fact."""
 
 PROFESSIONALISM_INSTRUCTIONS = """\
 Rate how professional the chatbot's answer in {{ outputs }} is as a reply to {{ inputs }}.
@@ -72,6 +86,17 @@ def correctness_judge(model: str):
     )
 
 
+def correctness_scale_judge(model: str):
+    from mlflow.genai.judges import make_judge
+
+    return make_judge(
+        name=CORRECTNESS_SCALE,
+        instructions=CORRECTNESS_SCALE_INSTRUCTIONS,
+        feedback_value_type=Literal[1, 2, 3, 4, 5],
+        model=judge_model_uri(model),
+    )
+
+
 def professionalism_judge(model: str):
     from mlflow.genai.judges import make_judge
 
@@ -101,28 +126,17 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def flesch_reading_ease(text: str) -> float:
-    """Flesch reading ease (higher is easier: 60-70 plain English, below 30 hard).
-
-    Word and sentence counts come from `textstat`; syllables from `pyphen`'s English
-    hyphenation dictionary, because textstat 0.7's own English syllable counter downloads
-    NLTK's cmudict on first use, and these chapters run offline.
-    """
+def ari_grade(text: str) -> float:
+    """Automated Readability Index: the US school grade needed to read `text` (the seed's
+    `ari_grade_level`); needs no syllable dictionary, so it runs offline."""
     import textstat
-    from pyphen import Pyphen
 
-    words = re.findall(r"[A-Za-z']+", text)
-    if not words:
-        return 0.0
-    hyphenator = Pyphen(lang="en_US")
-    syllables = sum(len(hyphenator.positions(w)) + 1 for w in words)
-    words_per_sentence = textstat.lexicon_count(text) / max(textstat.sentence_count(text), 1)
-    return 206.835 - 1.015 * words_per_sentence - 84.6 * syllables / len(words)
+    return float(textstat.automated_readability_index(text)) if text.strip() else 0.0
 
 
 def deterministic_scorers() -> list:
-    """MLflow scorers that need no judge: semantic_similarity, retrieval_hit, token_count,
-    readability."""
+    """MLflow scorers that need no judge: semantic_similarity, token_count, readability_grade
+    (chapter 10 writes `retrieval_hit` in a cell of its own)."""
     from mlflow.genai.scorers import scorer
 
     from utils.rag.retriever import cosine_similarity
@@ -133,20 +147,15 @@ def deterministic_scorers() -> list:
         return round(cosine_similarity(answer_text(outputs), expectations["expected_response"]), 4)
 
     @scorer
-    def retrieval_hit(outputs, expectations) -> bool:
-        """Was the passage that answers the question among those given to the model?"""
-        return expectations["passage_id"] in (outputs.get("passage_ids") or [])
-
-    @scorer
     def token_count(outputs) -> int:
         return count_tokens(answer_text(outputs))
 
     @scorer
-    def readability(outputs) -> float:
-        """Flesch reading ease: higher is easier (60-70 plain English; below 30 hard)."""
-        return round(flesch_reading_ease(answer_text(outputs)), 1)
+    def readability_grade(outputs) -> float:
+        """ARI school grade: lower is easier (8-9 plain English; above 14 hard)."""
+        return round(ari_grade(answer_text(outputs)), 1)
 
-    return [semantic_similarity, retrieval_hit, token_count, readability]
+    return [semantic_similarity, token_count, readability_grade]
 
 
 # --------------------------------------------------------------------------- reading results
@@ -170,11 +179,12 @@ def correctness_value(value: Any) -> int:
     raise JudgeValueError(f"Correctness result {value!r} is neither yes nor no.")
 
 
-def professionalism_value(value: Any) -> int:
+def grade_value(value: Any) -> int:
     """The 1-5 grade in a judge result such as 4, "4", "4.0" or "4/5"."""
-    match = re.fullmatch(r"\s*([1-5])(?:\.0+)?(?:\s*/\s*5)?\s*", str(value))
+    text = str(getattr(value, "value", value))
+    match = re.fullmatch(r"\s*([1-5])(?:\.0+)?(?:\s*/\s*5)?\s*", text)
     if not match:
-        raise JudgeValueError(f"Professionalism result {value!r} is not a grade from 1 to 5.")
+        raise JudgeValueError(f"Result {value!r} is not a grade from 1 to 5.")
     return int(match.group(1))
 
 
@@ -183,34 +193,51 @@ def _cell(row: Mapping[str, Any], column: str) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def scores_frame(result_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluated question from `mlflow.genai.evaluate(...).result_df`.
+READERS = {
+    CORRECTNESS: correctness_value,
+    CORRECTNESS_SCALE: grade_value,
+    PROFESSIONALISM: grade_value,
+}
 
-    Judge results become numbers (correct 1/0, professionalism 1-5); a judge that failed on a
-    row (endpoint error, a reply MLflow could not parse, a value outside the rubric) leaves the
+
+def scores_frame(result_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluated question from `mlflow.genai.evaluate(...).result_df`, keyed by
+    `trace_id` (and `question_id` when the inputs carry one).
+
+    Judge results become numbers (correct 1/0, grades 1-5); a judge that failed on a row
+    (endpoint error, a reply MLflow could not parse, a value outside the rubric) leaves the
     number empty and its message in `<judge>_error`, so one bad reply costs one cell, not the
-    evaluation.
+    evaluation. Other scorers' values are copied as they are.
     """
-    readers = {CORRECTNESS: correctness_value, PROFESSIONALISM: professionalism_value}
+    judges = [j for j in READERS if f"{j}/value" in result_df or f"{j}/error_message" in result_df]
+    scorers = [c[: -len("/value")] for c in result_df.columns
+               if c.endswith("/value") and c[: -len("/value")] not in READERS]
     rows = []
     for _, row in result_df.iterrows():
-        out: dict[str, Any] = {"question": (row.get("request") or {}).get("question")}
-        for judge, read in readers.items():
+        request = row.get("request") if isinstance(row.get("request"), Mapping) else {}
+        response = row.get("response")
+        out: dict[str, Any] = {
+            "trace_id": row.get("trace_id"),
+            "question_id": request.get("question_id"),
+            "question": request.get("question"),
+            "answer": answer_text(response) if response is not None else None,
+        }
+        for judge in judges:
             value, error = _cell(row, f"{judge}/value"), _cell(row, f"{judge}/error_message")
             if value is not None and error is None:
                 try:
-                    value = read(value)
+                    value = READERS[judge](value)
                 except JudgeValueError as problem:
                     value, error = None, str(problem)
             elif error is None:
                 error = "no result"
             out[judge], out[f"{judge}_error"] = value, error
             out[f"{judge}_rationale"] = _cell(row, f"{judge}/rationale")
-        for name in ("semantic_similarity", "retrieval_hit", "token_count", "readability"):
+        for name in scorers:
             out[name] = _cell(row, f"{name}/value")
         rows.append(out)
     frame = pd.DataFrame(rows)
-    for judge in readers:
+    for judge in judges:
         frame[judge] = frame[judge].astype("Int64")
     return frame
 
@@ -218,15 +245,25 @@ def scores_frame(result_df: pd.DataFrame) -> pd.DataFrame:
 def summary_metrics(scores: pd.DataFrame) -> dict[str, float]:
     """Rates and means the promotion rule reads (judge errors counted, not hidden)."""
     rows = max(len(scores), 1)
-    failed = scores[f"{CORRECTNESS}_error"].notna() | scores[f"{PROFESSIONALISM}_error"].notna()
+    judged = [j for j in READERS if j in scores]
+    failed = pd.Series(False, index=scores.index)
+    for judge in judged:
+        failed |= scores[f"{judge}_error"].notna()
+
+    def mean(column: str) -> float:
+        return float(scores[column].astype(float).mean()) if column in scores else math.nan
+
     return {
         "rows": len(scores),
-        "correctness_rate": float(scores[CORRECTNESS].astype(float).mean()),
-        "professionalism_mean": float(scores[PROFESSIONALISM].astype(float).mean()),
-        "semantic_similarity_mean": float(scores["semantic_similarity"].astype(float).mean()),
-        "retrieval_hit_rate": float(scores["retrieval_hit"].astype(float).mean()),
-        "token_count_mean": float(scores["token_count"].astype(float).mean()),
-        "readability_mean": float(scores["readability"].astype(float).mean()),
+        "answer_errors": int(scores["answer"].isna().sum()) if "answer" in scores else 0,
+        "correctness_rate": mean(CORRECTNESS),
+        "correctness_1_5_mean": mean(CORRECTNESS_SCALE),
+        "professionalism_mean": mean(PROFESSIONALISM),
+        "semantic_similarity_mean": mean("semantic_similarity"),
+        "retrieval_hit_rate": mean("retrieval_hit"),
+        "token_count_mean": mean("token_count"),
+        "readability_grade_mean": mean("readability_grade"),
+        "judge_errors": int(failed.sum()),
         "judge_error_rate": float(failed.sum() / rows),
     }
 
@@ -266,7 +303,9 @@ def agreement(human: Sequence[float], judge: Sequence[float], kind: str) -> dict
 
 def trust_verdict(stats: Mapping[str, Any], strong: float = 0.6, weak: float = 0.2) -> str:
     """Plain words for an agreement figure (kappa or Spearman, whichever is given)."""
-    figure = stats.get("spearman", stats.get("kappa"))
+    figure = stats.get("spearman")
+    if figure is None or pd.isna(figure):
+        figure = stats.get("kappa")
     if figure is None or pd.isna(figure):
         return "cannot tell answers apart (one value for everything): do not use it"
     if figure >= strong:
@@ -274,6 +313,52 @@ def trust_verdict(stats: Mapping[str, Any], strong: float = 0.6, weak: float = 0
     if figure >= weak:
         return f"agrees only loosely ({figure:.2f}): a hint, not a gate"
     return f"no better than chance ({figure:.2f}): do not use it as a gate"
+
+
+def calibration_table(joined: pd.DataFrame, similarity_cut: float = 0.7) -> pd.DataFrame:
+    """LLM judges and deterministic scorers side by side, each against the hand grades.
+
+    `joined` has `human_correctness` (yes/no), `human_professionalism` (1-5) and whatever
+    scorer columns were computed. Correctness is compared as yes/no (the 1-5 judge counts 4-5
+    as yes, the similarity scorer counts `similarity_cut` or more as yes); professionalism as
+    an ordinal grade.
+    """
+    human_correct = (joined["human_correctness"] == "yes").astype(int).tolist()
+    candidates = {
+        CORRECTNESS: ("LLM judge, yes/no", lambda c: c),
+        CORRECTNESS_SCALE: ("LLM judge, 1-5 (4-5 = yes)", lambda c: c.map(
+            lambda g: None if pd.isna(g) else int(g >= 4))),
+        "semantic_similarity": (f"deterministic, similarity >= {similarity_cut}",
+                                lambda c: c.map(lambda v: None if pd.isna(v)
+                                                else int(float(v) >= similarity_cut))),
+    }
+    rows = []
+    for column, (how, to_binary) in candidates.items():
+        if column in joined:
+            stats = agreement(human_correct, to_binary(joined[column]).tolist(), "binary")
+            rows.append({"grade": "correctness", "scorer": column, "how": how, **stats})
+    if PROFESSIONALISM in joined:
+        stats = agreement(joined["human_professionalism"].astype(int).tolist(),
+                          joined[PROFESSIONALISM].tolist(), "ordinal")
+        rows.append({"grade": "professionalism", "scorer": PROFESSIONALISM,
+                     "how": "LLM judge, 1-5", **stats})
+    table = pd.DataFrame(rows)
+    table["verdict"] = [trust_verdict(r) for r in table.to_dict("records")]
+    return table
+
+
+def try_align(judge, traces: Sequence, reflection_model: str | None = None):
+    """(aligned judge or None, what happened): `judge.align(traces)` with MLflow's default
+    optimizer (MemAlign), its reflection model pointed at `reflection_model`. Alignment needs
+    DSPy and LiteLLM installed, an embeddings endpoint, and a reflection model that can write
+    instructions; where one is missing the reason is returned instead of raised."""
+    try:
+        from mlflow.genai.judges.optimizers import MemAlignOptimizer
+
+        optimizer = MemAlignOptimizer(reflection_lm=reflection_model or judge.model)
+        return judge.align(traces, optimizer), "aligned"
+    except Exception as error:  # report any failure: alignment is optional here
+        return None, f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
 
 
 # --------------------------------------------------------------------------- promotion

