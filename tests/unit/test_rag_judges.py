@@ -10,14 +10,16 @@ import pytest
 from utils.rag.judges import (
     JudgeValueError,
     agreement,
+    ari_grade,
+    calibration_table,
     correctness_value,
     count_tokens,
-    flesch_reading_ease,
-    professionalism_value,
+    grade_value,
     promotion_decision,
     scores_frame,
     summary_metrics,
     trust_verdict,
+    try_align,
 )
 
 pytestmark = pytest.mark.unit
@@ -36,8 +38,8 @@ def test_correctness_value_from_mlflow_enum():
 
 
 @pytest.mark.parametrize("value, expected", [(4, 4), ("4", 4), ("4.0", 4), ("3/5", 3), (" 5 ", 5)])
-def test_professionalism_values(value, expected):
-    assert professionalism_value(value) == expected
+def test_grade_values(value, expected):
+    assert grade_value(value) == expected
 
 
 @pytest.mark.parametrize("value", ["maybe", "", None])
@@ -47,16 +49,19 @@ def test_unreadable_correctness(value):
 
 
 @pytest.mark.parametrize("value", [0, 6, "4.5", "very professional", None])
-def test_unreadable_professionalism(value):
+def test_unreadable_grades(value):
     with pytest.raises(JudgeValueError, match="not a grade"):
-        professionalism_value(value)
+        grade_value(value)
 
 
 def result_df() -> pd.DataFrame:
     """The columns `mlflow.genai.evaluate(...).result_df` has (checked on MLflow 3.17)."""
     nan = float("nan")
     return pd.DataFrame({
-        "request": [{"question": "q1"}, {"question": "q2"}, {"question": "q3"}],
+        "trace_id": ["tr-1", "tr-2", "tr-3"],
+        "request": [{"question_id": "q1", "question": "Q1?"}, {"question_id": "q2",
+                    "question": "Q2?"}, {"question_id": "q3", "question": "Q3?"}],
+        "response": [{"answer": "a1"}, {"answer": "a2"}, None],
         "correctness/value": ["yes", None, "perhaps"],
         "correctness/rationale": ["r", None, "r"],
         "correctness/error_message": [None, "Failed to parse response from judge model", None],
@@ -65,20 +70,23 @@ def result_df() -> pd.DataFrame:
         "semantic_similarity/value": [0.9, 0.4, 0.2],
         "retrieval_hit/value": [True, False, True],
         "token_count/value": [10, 20, 30],
-        "readability/value": [60.0, 50.0, nan],
+        "readability_grade/value": [6.0, 5.0, nan],
     })
 
 
 def test_scores_frame_keeps_errors_per_row():
     scores = scores_frame(result_df())
-    assert scores["question"].tolist() == ["q1", "q2", "q3"]
+    assert scores["question_id"].tolist() == ["q1", "q2", "q3"]
+    assert scores["trace_id"].tolist() == ["tr-1", "tr-2", "tr-3"]
+    assert scores["answer"].tolist()[:2] == ["a1", "a2"] and scores["answer"][2] is None
     assert scores["correctness"].tolist()[0] == 1
     assert pd.isna(scores.loc[1, "correctness"])
     assert "parse" in scores.loc[1, "correctness_error"]
     assert "neither yes nor no" in scores.loc[2, "correctness_error"]  # outside the rubric
     assert scores["professionalism"].tolist()[:2] == [5, 2]
     assert "not a grade" in scores.loc[2, "professionalism_error"]
-    assert pd.isna(scores.loc[2, "readability"])
+    assert pd.isna(scores.loc[2, "readability_grade"])
+    assert "correctness_1_5" not in scores  # a judge that was not run gets no column
 
 
 def test_summary_counts_judge_errors():
@@ -87,6 +95,8 @@ def test_summary_counts_judge_errors():
     assert metrics["correctness_rate"] == 1.0  # the only readable verdict
     assert metrics["retrieval_hit_rate"] == pytest.approx(2 / 3)
     assert metrics["judge_error_rate"] == pytest.approx(2 / 3)
+    assert metrics["judge_errors"] == 2 and metrics["answer_errors"] == 1
+    assert math.isnan(metrics["correctness_1_5_mean"])
 
 
 def test_agreement_binary_and_ordinal():
@@ -129,13 +139,43 @@ def test_promotion_passes_only_when_every_check_passes():
     assert failing.checks["correctness_rate"]["passed"] is False
 
 
-def test_readability_offline():
-    easy = flesch_reading_ease("The cat sat on the mat. It was warm.")
-    hard = flesch_reading_ease(
+def test_readability_grade_offline():
+    easy = ari_grade("The cat sat on the mat. It was warm.")
+    hard = ari_grade(
         "Institutional interoperability necessitates comprehensive organizational standardization."
     )
-    assert easy > 80 > 0 > hard
-    assert flesch_reading_ease("") == 0.0
+    assert easy < 5 < 15 < hard
+    assert ari_grade("") == 0.0
+
+
+def test_calibration_table_puts_judges_and_scorers_side_by_side():
+    joined = pd.DataFrame({
+        "human_correctness": ["yes", "no", "yes", "no"],
+        "human_professionalism": [5, 2, 4, 1],
+        "correctness": [1, 1, 1, 1],  # always yes: cannot tell answers apart
+        "correctness_1_5": [5, 1, 4, None],
+        "semantic_similarity": [0.9, 0.2, 0.8, 0.3],
+        "professionalism": [5, 3, 4, 1],
+    })
+    table = calibration_table(joined).set_index("scorer")
+    assert list(table.index) == ["correctness", "correctness_1_5", "semantic_similarity",
+                                 "professionalism"]
+    assert "cannot tell" in table.loc["correctness", "verdict"]
+    assert table.loc["correctness_1_5", "not_graded"] == 1
+    assert table.loc["semantic_similarity", "kappa"] == pytest.approx(1.0)
+    assert table.loc["professionalism", "spearman"] > 0.9
+
+
+def test_try_align_reports_why_instead_of_raising():
+    class NoJudge:
+        model = "openai:/none"
+
+        def align(self, traces, optimizer):
+            raise RuntimeError("needs human feedback\nmore detail")
+
+    judge, outcome = try_align(NoJudge(), [])
+    assert judge is None and outcome.startswith(("RuntimeError", "MlflowException",
+                                                 "ImportError", "ModuleNotFoundError"))
 
 
 def test_token_count():

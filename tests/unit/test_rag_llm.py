@@ -1,198 +1,184 @@
-"""The local OpenAI-compatible endpoint: request parsing, response shape, errors, lifecycle
-checks that need no model (a fake backend stands in for Gemma inside these unit tests)."""
+"""The guard in front of llama.cpp's server: request checks and limits, the response-format
+translation, and the ASGI layer (a recording ASGI app stands in for llama.cpp's app here; the
+real server is exercised in test_rag_llm_server.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
-from utils.rag import client
 from utils.rag.llm import (
-    Choice,
-    Completion,
+    LLMGuard,
     LLMServerError,
+    Limits,
     RequestError,
-    allowed_results,
-    choice_message,
-    create_app,
-    messages_to_prompt,
+    bounded_strings,
+    checked_request,
+    json_depth,
+    message_text,
     start_llm_server,
+    translated_response_format,
 )
+from utils.processes import free_port
 
 pytestmark = pytest.mark.integration
 
+CHAT = "/v1/chat/completions"
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"result": {"type": "string", "enum": ["yes", "no"]},
+                   "rationale": {"type": "string"}},
+    "required": ["result", "rationale"],
+    "additionalProperties": False,
+}
 
-class FakeBackend:
+
+def chat_body(**extra):
+    return {"model": "m", "messages": [{"role": "user", "content": "Hi"}], **extra}
+
+
+def test_openai_json_schema_becomes_llama_json_object_with_bounded_strings():
+    rf = {"type": "json_schema", "json_schema": {"name": "J", "schema": JUDGE_SCHEMA,
+                                                  "strict": True}}
+    out = translated_response_format(rf, Limits(max_string_chars=300))
+    assert out["type"] == "json_object"
+    props = out["schema"]["properties"]
+    assert props["rationale"]["maxLength"] == 300
+    assert "maxLength" not in props["result"]  # enum values keep their own length
+    assert props["result"]["enum"] == ["yes", "no"]
+
+
+def test_bounded_strings_keeps_a_tighter_limit_and_walks_lists():
+    schema = {"anyOf": [{"type": "string", "maxLength": 5}, {"type": "string"}]}
+    assert bounded_strings(schema, 50)["anyOf"] == [
+        {"type": "string", "maxLength": 5}, {"type": "string", "maxLength": 50}]
+
+
+@pytest.mark.parametrize("rf, words", [
+    ("json", "must be an object"),
+    ({"type": "xml"}, "not one of"),
+    ({"type": "json_schema", "json_schema": "x"}, "'schema' object"),
+    ({"type": "json_schema", "json_schema": {"schema": {"enum": list(range(100))}}}, "enum"),
+])
+def test_bad_response_formats_are_refused_with_a_reason(rf, words):
+    with pytest.raises(RequestError, match=words) as caught:
+        checked_request(chat_body(response_format=rf), CHAT)
+    assert caught.value.status == 400
+
+
+def test_defaults_and_limits_for_tokens_and_stop_strings():
+    assert checked_request(chat_body(), CHAT)["max_tokens"] == Limits().default_max_tokens
+    assert checked_request(chat_body(stop="\n"), CHAT)["stop"] == ["\n"]
+    for bad in ({"max_tokens": 0}, {"max_tokens": True}, {"max_tokens": 10_000},
+                {"stop": 5}, {"stop": ["a"] * 5}, {"stop": ["x" * 100]}, {"stream": True},
+                {"grammar": "root ::= \"a\""}):
+        with pytest.raises(RequestError):
+            checked_request(chat_body(**bad), CHAT)
+
+
+@pytest.mark.parametrize("messages", [None, [], "hi", [5], [{"content": "x"}],
+                                      [{"role": "user", "content": [{"type": "text", "text": 3}]}],
+                                      [{"role": "user", "content": {"a": 1}}]])
+def test_malformed_messages_are_400_not_500(messages):
+    with pytest.raises(RequestError) as caught:
+        checked_request({"messages": messages}, CHAT)
+    assert caught.value.status == 400 and caught.value.param
+
+
+def test_prompt_length_is_checked_in_characters_before_any_tokenizing():
+    long = {"role": "user", "content": "word " * 10_000}
+    with pytest.raises(RequestError, match="characters") as caught:
+        checked_request({"messages": [long]}, CHAT)
+    assert caught.value.code == "context_length_exceeded"
+    assert message_text({"role": "user", "content": [{"type": "text", "text": "a"},
+                                                     {"type": "text", "text": "b"}]}, 0) == "a\nb"
+
+
+def test_completions_take_one_string_prompt():
+    assert checked_request({"prompt": ["Q: hi\nA:"]}, "/v1/completions")["prompt"] == "Q: hi\nA:"
+    with pytest.raises(RequestError, match="prompt"):
+        checked_request({"prompt": ["a", "b"]}, "/v1/completions")
+
+
+def test_json_depth():
+    assert json_depth(1, 32) == 0
+    assert json_depth({"a": [1, {"b": []}]}, 32) == 4
+    deep: list = []
+    for _ in range(50):
+        deep = [deep]
+    assert json_depth(deep, 10) == 11  # stops counting past the limit
+
+
+class Recorder:
+    """An ASGI app that records the body it got and answers 200."""
+
     def __init__(self):
-        self.prompts: list[str] = []
+        self.bodies: list[dict] = []
 
-    def complete(self, prompt, max_tokens, stop):
-        self.prompts.append(prompt)
-        return Completion("An alias names one version.", 12, 6, "stop")
-
-    def choose(self, prompt, candidates):
-        self.prompts.append(prompt)
-        return Choice(candidates[-1], {str(c): 1 / len(candidates) for c in candidates}, 30)
-
-
-def make_client(loader):
-    app = create_app(loader, model_name="tiny")
-    app.state.loader.join(5)
-    return TestClient(app)
+    async def __call__(self, scope, receive, send):
+        message = await receive()
+        self.bodies.append(json.loads(message["body"]) if message.get("body") else {})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
 
 
 @pytest.fixture
-def backend():
-    return FakeBackend()
+def guarded():
+    inner = Recorder()
+    return inner, TestClient(LLMGuard(inner, "tiny", Limits(max_body_bytes=10_000)))
 
 
-@pytest.fixture
-def http(backend):
-    return make_client(lambda: backend)
+def test_guard_answers_health_itself_and_hides_the_docs(guarded):
+    inner, client = guarded
+    assert client.get("/health").json() == {"status": "ok", "model": "tiny"}
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 404
+    assert inner.bodies == []
 
 
-def schema_with(result: dict) -> dict:
-    return {"type": "json_schema", "json_schema": {"name": "R", "schema": {
-        "type": "object", "properties": {"result": result, "rationale": {"type": "string"}}}}}
+def test_guard_passes_a_translated_body(guarded):
+    inner, client = guarded
+    rf = {"type": "json_schema", "json_schema": {"name": "J", "schema": JUDGE_SCHEMA}}
+    assert client.post(CHAT, json=chat_body(response_format=rf)).status_code == 200
+    assert inner.bodies[0]["response_format"]["type"] == "json_object"
+    assert inner.bodies[0]["max_tokens"] == Limits().default_max_tokens
 
 
-def test_completion_has_the_openai_shape(http, backend):
-    response = http.post("/v1/chat/completions", json={
-        "model": "tiny",
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "Passage: x\nQuestion: y\nAnswer:"}],
-        "max_tokens": 20, "stop": ["\n"]})
-    assert response.status_code == 200
-    body = response.json()
-    assert body["object"] == "chat.completion" and body["model"] == "tiny"
-    assert body["id"].startswith("chatcmpl-")
-    choice = body["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "An alias names one version."}
-    assert choice["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}
-    # a base model gets one completion prompt: messages joined, no role markers
-    assert backend.prompts == ["Be brief.\n\nPassage: x\nQuestion: y\nAnswer:"]
+def test_guard_refuses_with_openai_error_shapes(guarded):
+    inner, client = guarded
+    plain = client.post(CHAT, content=json.dumps(chat_body()), headers={
+        "content-type": "text/plain"})
+    assert plain.status_code == 415
+    big = client.post(CHAT, json=chat_body(user="x" * 20_000))
+    assert big.status_code == 413 and "bytes" in big.json()["error"]["message"]
+    deep = client.post(CHAT, content="[" * 5000 + "]" * 5000,
+                       headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "nests" in deep.json()["error"]["message"]
+    broken = client.post(CHAT, content="{", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    stops = client.post(CHAT, json=chat_body(stop=["a", "b", "c", "d", "e"]))
+    assert stops.status_code == 400 and stops.json()["error"]["param"] == "stop"
+    assert inner.bodies == []
 
 
-def test_judge_request_gets_a_result_among_the_allowed_values(http):
-    response = http.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": [{"role": "user", "content": "Rate it."}],
-        "response_format": schema_with({"type": "integer", "enum": [1, 2, 3, 4, 5]})})
-    reply = json.loads(response.json()["choices"][0]["message"]["content"])
-    assert reply["result"] == 5
-    assert "likelihood" in reply["rationale"]
+def test_python_parser_recursion_is_a_400_not_a_500():
+    inner = Recorder()
+    client = TestClient(LLMGuard(inner, "tiny", Limits(max_json_depth=100_000)))
+    body = "[" * 200_000 + "]" * 200_000
+    answer = client.post(CHAT, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400
 
 
-def test_builtin_judge_values_are_read_from_the_prompt():
-    prompt = 'Decide.\n{\n  "rationale": "why",\n  "result": "yes|no"\n}'
-    plain = schema_with({"type": "string"})
-    assert allowed_results(plain, prompt) == ["yes", "no"]
-    assert allowed_results(schema_with({"type": "boolean"}), "") == [True, False]
-    assert allowed_results(plain, "no values here") is None
-    assert allowed_results(None, prompt) is None  # no response_format: free text
+def test_start_refuses_a_busy_port_and_a_missing_file(tmp_path):
+    import socket
 
-
-def test_choice_message_is_what_mlflow_parses():
-    from mlflow.genai.judges.utils.parsing_utils import _strip_markdown_code_blocks
-
-    text = choice_message(Choice("yes", {"yes": 0.8, "no": 0.2}, 10))
-    parsed = json.loads(_strip_markdown_code_blocks(text))
-    assert parsed["result"] == "yes" and "yes: 0.80" in parsed["rationale"]
-
-
-@pytest.mark.parametrize(
-    "body, status, code",
-    [
-        ({"model": "other", "messages": [{"role": "user", "content": "hi"}]}, 404,
-         "model_not_found"),
-        ({"model": "tiny", "messages": []}, 400, "invalid_request"),
-        ({"model": "tiny", "messages": [{"role": "user"}]}, 400, "invalid_request"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
-         400, "invalid_request"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": True},
-         400, "unsupported"),
-    ],
-)
-def test_bad_requests_get_openai_style_errors(http, body, status, code):
-    response = http.post("/v1/chat/completions", json=body)
-    assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    assert response.json()["error"]["message"]
-
-
-def test_body_that_is_not_json(http):
-    response = http.post("/v1/chat/completions", content=b"{not json",
-                         headers={"Content-Type": "application/json"})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
-
-
-def test_health_while_loading_and_after_a_failed_load():
-    import threading
-
-    release = threading.Event()
-
-    def slow():
-        release.wait(5)
-        return FakeBackend()
-
-    app = create_app(slow, model_name="tiny")
-    loading = TestClient(app)
-    assert loading.get("/health").status_code == 503
-    busy = loading.post("/v1/chat/completions",
-                        json={"messages": [{"role": "user", "content": "x"}]})
-    assert busy.status_code == 503
-    release.set()
-    app.state.loader.join(5)
-    assert loading.get("/health").json() == {"status": "ok", "model": "tiny"}
-
-    def broken():
-        raise OSError("weights are corrupt")
-
-    failed = make_client(broken)
-    health = failed.get("/health")
-    assert health.status_code == 500 and "weights are corrupt" in health.json()["error"]["message"]
-
-
-def test_models_lists_the_served_name(http):
-    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["tiny"]
-
-
-def test_messages_to_prompt_keeps_text_parts():
-    text_parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
-    parts = [{"role": "user", "content": text_parts}]
-    assert messages_to_prompt(parts) == "a\nb"
-    with pytest.raises(RequestError, match="empty"):
-        messages_to_prompt([])
-
-
-def test_busy_port_is_refused_before_anything_starts():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        port = sock.getsockname()[1]
-        with pytest.raises(LLMServerError, match=f"Port {port} .* busy"):
-            start_llm_server(port=port)
-
-
-def test_missing_model_file_is_a_clear_error(tmp_path):
+        with pytest.raises(LLMServerError, match="busy"):
+            start_llm_server(port=sock.getsockname()[1])
     with pytest.raises(LLMServerError, match="no GGUF file"):
-        start_llm_server(gguf=tmp_path / "missing.gguf")
-
-
-def test_client_says_how_to_start_an_endpoint_that_is_down():
-    from utils.serving import free_port
-
-    with pytest.raises(client.EndpointUnavailableError, match="start_llm_server"):
-        url = f"http://127.0.0.1:{free_port()}/v1"
-        client.chat(url, "tiny", [{"role": "user", "content": "x"}])
-
-
-def test_client_reads_error_bodies():
-    error = client.error_from_response(404, json.dumps(
-        {"error": {"message": "no such model", "code": "model_not_found"}}))
-    assert (error.status, error.code, error.message) == (404, "model_not_found", "no such model")
-    assert client.error_from_response(502, "<html>bad gateway</html>").code == "error"
-    assert client.error_from_response(400, '{"error": "plain"}').message == "plain"
+        start_llm_server(port=free_port(), gguf=tmp_path / "missing.gguf")

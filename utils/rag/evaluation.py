@@ -116,12 +116,15 @@ def log_graded_traces(graded: pd.DataFrame, grader: str = "hand-grades") -> list
     from utils.rag.judges import CORRECTNESS, PROFESSIONALISM
 
     human = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=grader)
+    records = graded.to_dict("records")
     trace_ids = []
-    for r in graded.to_dict("records"):
+    for r in records:
         with mlflow.start_span(name="graded_answer", span_type=SpanType.CHAIN) as span:
             span.set_inputs({"question_id": r["example_id"], "question": r["question"]})
             span.set_outputs({"answer": r["answer"], "passage_ids": []})
-        trace_id = span.trace_id
+        trace_ids.append(span.trace_id)
+    mlflow.flush_trace_async_logging()  # traces are written in the background: wait for them
+    for trace_id, r in zip(trace_ids, records, strict=True):
         mlflow.set_trace_tag(trace_id, "dataset", "rag_judge_calibration")
         mlflow.log_expectation(trace_id=trace_id, name="expected_response",
                                value=r["reference_answer"])
@@ -129,7 +132,6 @@ def log_graded_traces(graded: pd.DataFrame, grader: str = "hand-grades") -> list
                             source=human)
         mlflow.log_feedback(trace_id=trace_id, name=PROFESSIONALISM,
                             value=int(r["human_professionalism"]), source=human)
-        trace_ids.append(trace_id)
     return trace_ids
 
 

@@ -1,0 +1,63 @@
+"""Evaluation rows, the predict_fn, per-version result rows, and hand grades stored on traces
+as HUMAN feedback and read back (on a real MLflow SQLite store)."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+
+from utils.rag import evaluation
+from utils.rag.judges import CORRECTNESS, PROFESSIONALISM
+
+pytestmark = pytest.mark.unit
+
+
+def test_evaluation_data_carries_ids_and_expectations():
+    questions = evaluation.load_questions(limit=2)
+    rows = evaluation.evaluation_data(questions)
+    assert rows[0]["inputs"] == {"question_id": "q01", "question": questions.loc[0, "question"]}
+    assert set(rows[0]["expectations"]) == {"expected_response", "passage_id"}
+
+
+def test_predict_fn_answers_one_question_with_a_loaded_model():
+    class OneAnswer:  # stands in for a loaded pyfunc in this one-function test
+        def predict(self, frame):
+            assert frame["question"].tolist() == ["Why?"]
+            return pd.DataFrame({"answer": ["Because."], "passage_ids": [("a:0",)],
+                                 "warning": [""]})
+
+    predict = evaluation.chatbot_predict_fn(OneAnswer())
+    assert predict(question_id="q1", question="Why?") == {
+        "answer": "Because.", "passage_ids": ["a:0"], "warning": ""}
+
+
+def test_results_rows_are_keyed_by_version_without_rationales():
+    scores = pd.DataFrame({"question_id": ["q1"], "answer": ["a"], "correctness": [1],
+                           "correctness_rationale": ["long text"], "correctness_error": [None]})
+    rows = evaluation.results_rows(scores, 3, "run-1")
+    assert rows.loc[0, "model_version"] == "3" and rows.loc[0, "run_id"] == "run-1"
+    assert "correctness_rationale" not in rows
+    assert rows.loc[0, "correctness_error"] is None
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("hand-grades")
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
+def test_hand_grades_are_stored_on_traces_and_read_back(tracking):
+    graded = evaluation.load_calibration(limit=4)
+    trace_ids = evaluation.log_graded_traces(graded)
+    assert len(set(trace_ids)) == 4
+    traces = [mlflow.get_trace(t) for t in trace_ids]
+    human = evaluation.human_grades(traces)
+    assert human["question_id"].tolist() == graded["example_id"].tolist()
+    assert human[f"human_{CORRECTNESS}"].tolist() == graded["human_correct"].tolist()
+    assert human[f"human_{PROFESSIONALISM}"].tolist() == graded["human_professionalism"].tolist()
+    expectations = [a for a in traces[0].info.assessments if a.expectation is not None]
+    assert expectations[0].expectation.value == graded.loc[0, "reference_answer"]
