@@ -9,10 +9,11 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
+from utils.processes import free_port
 from utils.rag.llm import (
+    Limits,
     LLMGuard,
     LLMServerError,
-    Limits,
     RequestError,
     bounded_strings,
     checked_request,
@@ -21,7 +22,6 @@ from utils.rag.llm import (
     start_llm_server,
     translated_response_format,
 )
-from utils.processes import free_port
 
 pytestmark = pytest.mark.integration
 
