@@ -52,6 +52,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 CONTEXT_TOKENS = 2048  # prompt + reply per request; Gemma 3 allows more, two CPU cores do not
 CHAT_FORMAT = "plain"
+# One thread: llama.cpp's threads spin-wait for each other, and on a busy 2-core machine a
+# second thread made a 16-token answer take 47 s instead of 3 s (measured here, load 12).
+DEFAULT_THREADS = 1
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 HIDDEN_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -307,7 +310,7 @@ class LLMGuard:
         except RequestError as error:
             await _respond(send, error.status, _error_body(error))
             return
-        await self.app(self._with_length(scope, len(body)), _replay(body), send)
+        await self.app(self._with_length(scope, len(body)), _replay(body, receive), send)
 
     async def _checked_body(self, scope: Scope, receive: Receive) -> bytes:
         headers = dict(scope.get("headers") or [])
@@ -339,13 +342,15 @@ class LLMGuard:
         return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, receive_next: Receive) -> Receive:
+    """A `receive` that gives the checked body once, then the client's own messages (so the
+    app still sees a real disconnect, and nothing else)."""
     sent = False
 
     async def receive() -> Message:
         nonlocal sent
         if sent:
-            return {"type": "http.disconnect"}
+            return await receive_next()
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -368,32 +373,30 @@ def register_plain_chat_format() -> None:
     """A chat format for base models: the messages' text joined by blank lines, no turn marks."""
     from llama_cpp.llama_chat_format import (
         ChatFormatterResponse,
-        get_chat_completion_handler,
-        register_chat_format,
+        LlamaChatCompletionHandlerRegistry,
+        chat_formatter_to_chat_completion_handler,
     )
 
-    try:
-        get_chat_completion_handler(CHAT_FORMAT)
-        return
-    except ValueError:
-        pass
-
-    @register_chat_format(CHAT_FORMAT)
     def plain(messages, **kwargs) -> ChatFormatterResponse:
         texts = [message_text(m, i) for i, m in enumerate(messages)]
         return ChatFormatterResponse(prompt="\n\n".join(t for t in texts if t))
 
+    LlamaChatCompletionHandlerRegistry().register_chat_completion_handler(
+        CHAT_FORMAT, chat_formatter_to_chat_completion_handler(plain), overwrite=True
+    )
 
-def create_app(gguf: Path, model_name: str = DEFAULT_MODEL_NAME, threads: int = 2,
-               limits: Limits = Limits()) -> ASGIApp:
-    """llama.cpp's OpenAI-compatible app over `gguf`, behind `LLMGuard` (loads the model)."""
+
+def create_app(gguf: Path, model_name: str = DEFAULT_MODEL_NAME, threads: int = DEFAULT_THREADS,
+               limits: Limits = Limits(), chat_format: str | None = CHAT_FORMAT) -> ASGIApp:
+    """llama.cpp's OpenAI-compatible app over `gguf`, behind `LLMGuard` (loads the model).
+    `chat_format=None` uses the chat template stored in the GGUF file instead of `plain`."""
     from llama_cpp.server.app import create_app as llama_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     register_plain_chat_format()
     model = ModelSettings(
         model=str(gguf), model_alias=model_name, n_ctx=CONTEXT_TOKENS, n_threads=threads,
-        n_threads_batch=threads, chat_format=CHAT_FORMAT, logits_all=False, verbose=False,
+        n_threads_batch=threads, chat_format=chat_format, logits_all=False, verbose=False,
         seed=0,
     )
     server = ServerSettings(host=LOOPBACK, port=0)
@@ -453,12 +456,14 @@ class LLMServer:
 
 
 def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
-                     gguf: str | Path | None = None, threads: int = 2, wait: bool = True,
-                     timeout: float = 60.0) -> LLMServer:
+                     gguf: str | Path | None = None, threads: int = DEFAULT_THREADS,
+                     wait: bool = True, timeout: float = 60.0,
+                     chat_format: str = CHAT_FORMAT) -> LLMServer:
     """Start the endpoint on 127.0.0.1 in its own process; `port=0` picks a free port.
 
     With `wait=False` it returns at once (call `wait_ready()` later). `gguf` serves another
-    GGUF file than the packaged Gemma. Raises LLMServerError when the port is busy, the file
+    GGUF file than the packaged Gemma; `chat_format="gguf"` uses the file's own chat template.
+    Raises LLMServerError when the port is busy, the file
     does not exist, or the model fails to load (with the end of the server log).
     """
     if port and not port_is_free(port):
@@ -471,7 +476,8 @@ def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
     gguf = Path(gguf).resolve() if gguf is not None else gguf_file()
     port = port or free_port()
     args = [sys.executable, "-m", "utils.rag.llm", "--port", str(port), "--model-name",
-            model_name, "--gguf", str(gguf), "--threads", str(threads)]
+            model_name, "--gguf", str(gguf), "--threads", str(threads), "--chat-format",
+            chat_format]
     process = start_process(args, name="language-model endpoint", cwd=REPO_ROOT,
                             log_path=work_path("serving", "logs", f"llm-{port}.log"))
     server = LLMServer(process, port, model_name)
@@ -489,9 +495,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     parser.add_argument("--gguf", type=Path, default=None, help="another GGUF file to serve")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--chat-format", default=CHAT_FORMAT,
+                        help=f"'{CHAT_FORMAT}' (messages joined as text) or 'gguf' (the file's "
+                        "chat template)")
     args = parser.parse_args(argv)
-    app = create_app(args.gguf or gguf_file(), args.model_name, args.threads)
+    chat_format = None if args.chat_format == "gguf" else args.chat_format
+    app = create_app(args.gguf or gguf_file(), args.model_name, args.threads,
+                     chat_format=chat_format)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
 
 
