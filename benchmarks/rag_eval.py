@@ -1,32 +1,44 @@
-"""How fast the chapter 10 chatbot is answered and judged on this machine.
+"""How fast the chapter 10 chatbot is answered and judged on this machine (llama.cpp endpoint).
 
-Starts the local Gemma 3 270M endpoint twice (first from the GGUF file, converting it, then
-from the converted cache), answers the evaluation set with the retriever + endpoint, judges
-every answer with the correctness and professionalism judges plus the deterministic scorers
-through `mlflow.genai.evaluate`, and samples the endpoint's memory all along.
+Starts the local endpoint (llama.cpp's OpenAI server over the packaged Gemma 3 270M GGUF,
+behind `utils.rag.llm.LLMGuard`) and measures, in one run:
+
+- `load_s`: from start to `/health` answering, warm install (the GGUF assembled already);
+- the three ways to prompt a base model for an answer, on the same questions: chat with the
+  `plain` format (what the chatbot uses), `/v1/completions` with the same prompt, and chat with
+  the GGUF's own chat template (a second server): median latency and mean MiniLM similarity
+  to the reference answer;
+- `answer_p50_s` and `judge_p50_s` (one judge call, correctness or professionalism), and
+  `judge_error_rate` (a judge reply that failed or fell outside the rubric);
+- `questions_per_min`: `mlflow.genai.evaluate` with a `predict_fn` (answer) and both judges
+  plus the deterministic scorers, end to end;
+- `peak_rss_mb` of the endpoint process, sampled every 0.2 s.
+
+The previous endpoint (a hand-written `transformers` server, removed in this version) is not
+installable any more; its last committed figures are printed beside the new ones.
 
     MLDEPLOY_WORK_DIR=/tmp/bench-rag python benchmarks/rag_eval.py [--questions N]
-
-Figures: `questions_per_min` (answered and judged), `load_s` (first start, GGUF conversion
-included), `load_cached_s`, `peak_rss_mb` (endpoint process), `answer_s_median`,
-`judge_s_per_question`. Writes benchmarks/results/rag_eval.md and rag_eval.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
-# Run as a script, this folder is on sys.path, not the repository root: add it, so
-# `benchmarks.common` and `utils` import.
+# Run as a script, this folder is on sys.path, not the repository root: add it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, machine_info, write_json  # noqa: E402
+from benchmarks.common import RESULTS, write_results  # noqa: E402
+
+PREVIOUS = {  # benchmarks/results/rag_eval.json before this version (transformers endpoint)
+    "questions_per_min": 1.75, "load_s": 16.0, "peak_rss_mb": 3317.0, "answer_p50_s": 23.12,
+    "judge_p50_s": 3.3, "judge_error_rate": 0.0,
+}
 
 
 class PeakRss(threading.Thread):
@@ -51,101 +63,157 @@ class PeakRss(threading.Thread):
         return self.peak / 2**20
 
 
-def timed_start(**kwargs):
-    from utils.rag.llm import start_llm_server
-
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    server = start_llm_server(wait=False, **kwargs)
-    memory = PeakRss(server.process.pid)
-    memory.start()
-    server.wait_ready(1200)
-    return server, time.perf_counter() - start, memory
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def prompt_styles(questions, retriever, model: str, plain_url: str, template_url: str):
+    """Median seconds and mean similarity to the reference for each way of prompting."""
+    import requests
+
+    from utils.rag.chatbot import build_prompt
+    from utils.rag.client import chat, reply_text
+    from utils.rag.retriever import cosine_similarity
+
+    def completion(url, prompt):
+        body = {"model": model, "prompt": prompt, "max_tokens": 48, "stop": ["\n"],
+                "temperature": 0}
+        answer = requests.post(f"{url}/completions", json=body, timeout=300)
+        answer.raise_for_status()
+        return answer.json()["choices"][0]["text"].strip()
+
+    def chatted(url, prompt):
+        messages = [{"role": "user", "content": prompt}]
+        return reply_text(chat(url, model, messages, max_tokens=48, stop=["\n"]))
+
+    styles = {"chat, plain format (used)": (chatted, plain_url),
+              "completions endpoint": (completion, plain_url),
+              "chat, GGUF chat template": (chatted, template_url)}
+    rows = []
+    for name, (ask, url) in styles.items():
+        seconds, similarity = [], []
+        for record in questions.to_dict("records"):
+            passages = [p for p, _ in retriever.search(record["question"], 2)]
+            answer, spent = timed(ask, url, build_prompt(record["question"], passages))
+            seconds.append(spent)
+            similarity.append(cosine_similarity(answer, record["reference_answer"]))
+        rows.append([name, round(statistics.median(seconds), 2),
+                     round(statistics.mean(similarity), 3)])
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=0, help="0 = the whole set")
+    parser.add_argument("--questions", type=int, default=20, help="0 = the whole set")
     args = parser.parse_args()
 
     import mlflow
-    import pandas as pd
 
-    from utils.env import work_path
-    from utils.rag import evaluation
+    from utils.rag import evaluation, judges
     from utils.rag.chatbot import DEFAULT_CONFIG, answer_question
-    from utils.rag.judges import (
-        correctness_judge,
-        deterministic_scorers,
-        point_judges_at,
-        professionalism_judge,
-        scores_frame,
-        summary_metrics,
-    )
+    from utils.rag.llm import gguf_file, start_llm_server
     from utils.rag.retriever import Retriever, chunk_corpus, load_documents
     from utils.tracking import setup_mlflow
 
     setup_mlflow("benchmark_rag_eval")
     model = DEFAULT_CONFIG["model"]
-    shutil.rmtree(work_path("models", "gemma-3-270m-hf"), ignore_errors=True)  # a cold start
-    server, load_s, memory = timed_start(model_name=model)
-    server.stop()
-    first_peak = memory.stop()
-    server, load_cached_s, memory = timed_start(model_name=model)
-    print(f"endpoint ready: {load_s:.1f} s from GGUF, {load_cached_s:.1f} s from the cache")
-
+    gguf_file()  # warm install: the GGUF is assembled once, before timing
+    server, load_s = timed(start_llm_server, model_name=model)
+    memory = PeakRss(server.pid)
+    memory.start()
     passages = chunk_corpus(load_documents())
     retriever = Retriever.build(passages)
     questions = evaluation.load_questions(
         passage_ids=[p.passage_id for p in passages], limit=args.questions
     )
-    answers, seconds = [], []
-    start = time.perf_counter()
-    for record in questions.to_dict("records"):
-        t = time.perf_counter()
-        reply = answer_question(record["question"], retriever, server.base_url, model)
-        seconds.append(time.perf_counter() - t)
-        answers.append(
-            {
-                "question_id": record["question_id"],
-                "question": record["question"],
-                "answer": reply.answer,
-                "passage_ids": reply.passage_ids,
-            }
-        )
-    answer_s = time.perf_counter() - start
 
-    point_judges_at(server.base_url)
-    rows = evaluation.evaluation_rows(pd.DataFrame(answers), questions)
-    scorers = [correctness_judge(model), professionalism_judge(model), *deterministic_scorers()]
+    with start_llm_server(model_name=model, chat_format="gguf") as template_server:
+        style_rows = prompt_styles(questions, retriever, model, server.base_url,
+                                   template_server.base_url)
+
+    judges.point_judges_at(server.base_url)
+    correctness, professionalism = (judges.correctness_judge(model),
+                                    judges.professionalism_judge(model))
+    answer_s, judge_s, judge_failures = [], [], 0
+    for record in questions.to_dict("records"):
+        reply, spent = timed(answer_question, record["question"], retriever, server.base_url,
+                             model)
+        answer_s.append(spent)
+        for judge, read in ((correctness, judges.correctness_value),
+                            (professionalism, judges.grade_value)):
+            feedback, spent = timed(judge, inputs={"question": record["question"]},
+                                    outputs={"answer": reply.answer},
+                                    expectations={"expected_response":
+                                                  record["reference_answer"]})
+            judge_s.append(spent)
+            try:
+                if feedback.error is not None:
+                    raise judges.JudgeValueError(str(feedback.error))
+                read(feedback.value)
+            except judges.JudgeValueError:
+                judge_failures += 1
+
+    chatbot = _Chatbot(retriever, server.base_url, model)
     start = time.perf_counter()
-    result = mlflow.genai.evaluate(data=rows, scorers=scorers)
-    judge_s = time.perf_counter() - start
-    metrics = summary_metrics(scores_frame(result.result_df))
+    result = mlflow.genai.evaluate(
+        data=evaluation.evaluation_data(questions),
+        predict_fn=evaluation.chatbot_predict_fn(chatbot),
+        scorers=[correctness, professionalism, *judges.deterministic_scorers()],
+    )
+    evaluate_s = time.perf_counter() - start
+    metrics = judges.summary_metrics(judges.scores_frame(result.result_df))
     server.stop()
-    peak_rss_mb = max(first_peak, memory.stop())
+    peak_rss_mb = memory.stop()
 
     n = len(questions)
     figures = {
-        "questions_per_min": round(n / (answer_s + judge_s) * 60, 2),
-        "load_s": round(load_s, 1),
-        "load_cached_s": round(load_cached_s, 1),
-        "peak_rss_mb": round(peak_rss_mb, 0),
-        "answer_s_median": round(statistics.median(seconds), 2),
-        "judge_s_per_question": round(judge_s / n, 2),
+        "questions_per_min": round(n / evaluate_s * 60, 2),
+        "load_s": round(load_s, 2),
+        "peak_rss_mb": round(peak_rss_mb),
+        "answer_p50_s": round(statistics.median(answer_s), 2),
+        "judge_p50_s": round(statistics.median(judge_s), 2),
+        "judge_error_rate": round(judge_failures / len(judge_s), 3),
+        "evaluate_judge_error_rate": round(metrics["judge_error_rate"], 3),
         "questions": n,
-        "retrieval_hit_rate": round(metrics["retrieval_hit_rate"], 3),
-        "judge_error_rate": round(metrics["judge_error_rate"], 3),
+        "retrieval_hit_rate_top2": _hit_rate(questions, retriever),
     }
-    machine = machine_info()
-    write_json("rag_eval", figures, machine)
-    lines = ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())]
-    table = "\n".join(lines)
-    (RESULTS / "rag_eval.md").write_text(
-        "# RAG evaluation: answered and judged per minute\n\n"
-        f"Gemma 3 270M (local endpoint) answering and judging, {machine['cores']} cores, "
-        f"load average at the end {machine.get('load_avg_1m', '?')}.\n\n{table}\n"
+    rows = [[name, figures[name], PREVIOUS.get(name, "")] for name in figures]
+    write_results(
+        "rag_eval", ["figure", "llama.cpp endpoint (now)", "transformers endpoint (before)"],
+        rows, figures,
+        notes=["Ways to prompt the base model for an answer (median s, mean similarity):",
+               *(f"{r[0]}: {r[1]} s, similarity {r[2]}" for r in style_rows),
+               "The 'before' column is the committed result of the removed transformers "
+               "endpoint (2026-11-21); it cannot run side by side any more.",
+               "The machine is shared: read the load average in the header before comparing."],
     )
-    print(table)
+    (RESULTS / "rag_eval_styles.json").write_text(json.dumps(style_rows, indent=1) + "\n")
+
+
+class _Chatbot:
+    """The chatbot's steps without MLflow model logging (what the pyfunc's predict does)."""
+
+    def __init__(self, retriever, base_url: str, model: str):
+        self.retriever, self.base_url, self.model = retriever, base_url, model
+
+    def predict(self, frame):
+        import pandas as pd
+
+        from utils.rag.chatbot import OUTPUT_COLUMNS, answer_question
+
+        rows = []
+        for question in frame["question"]:
+            reply = answer_question(question, self.retriever, self.base_url, self.model)
+            rows.append([reply.answer, reply.passage_ids, reply.warning])
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+
+def _hit_rate(questions, retriever) -> float:
+    hits = [r["passage_id"] in [p.passage_id for p, _ in retriever.search(r["question"], 2)]
+            for r in questions.to_dict("records")]
+    return round(sum(hits) / len(hits), 3)
 
 
 if __name__ == "__main__":

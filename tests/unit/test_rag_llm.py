@@ -42,10 +42,12 @@ def chat_body(**extra):
 def test_openai_json_schema_becomes_llama_json_object_with_bounded_strings():
     rf = {"type": "json_schema", "json_schema": {"name": "J", "schema": JUDGE_SCHEMA,
                                                   "strict": True}}
-    out = translated_response_format(rf, Limits(max_string_chars=300))
+    out = translated_response_format(rf, Limits(max_string_chars=300), max_tokens=512)
     assert out["type"] == "json_object"
     props = out["schema"]["properties"]
     assert props["rationale"]["maxLength"] == 300
+    short = translated_response_format(rf, Limits(), max_tokens=96)["schema"]["properties"]
+    assert short["rationale"]["maxLength"] == 96 - 64  # fits the token budget
     assert "maxLength" not in props["result"]  # enum values keep their own length
     assert props["result"]["enum"] == ["yes", "no"]
 

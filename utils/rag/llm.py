@@ -6,8 +6,8 @@ process on 127.0.0.1. `LLMGuard`, an ASGI layer in the same process, adds what t
 
 - OpenAI's `response_format={"type": "json_schema", "json_schema": {"schema": ...}}` (what
   MLflow judges send) becomes llama.cpp's `{"type": "json_object", "schema": ...}`, so the
-  reply is generated under a grammar and is valid JSON for the schema. String fields without a
-  length limit get one, so a reply always closes its JSON within `max_tokens`.
+  reply is generated under a grammar and is valid JSON for the schema. Free string fields get
+  a length limit that fits `max_tokens`, so a reply always closes its JSON.
 - Input limits with 4xx answers in OpenAI's error shape: body size (413), JSON nesting, prompt
   length, number of messages, judge values and stop strings, and malformed shapes (400), a
   body that is not `application/json` (415, so a web page cannot post to it as text/plain).
@@ -56,6 +56,7 @@ CHAT_FORMAT = "plain"
 # second thread made a 16-token answer take 47 s instead of 3 s (measured here, load 12).
 DEFAULT_THREADS = 1
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+JSON_OVERHEAD_TOKENS = 64  # braces, keys, enum values and the whitespace the grammar allows
 HIDDEN_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
 
@@ -149,7 +150,25 @@ def bounded_strings(schema: Any, max_chars: int) -> Any:
     return out
 
 
-def translated_response_format(response_format: Any, limits: Limits) -> dict[str, Any]:
+def _count_free_strings(schema: Any) -> int:
+    if isinstance(schema, list):
+        return sum(_count_free_strings(v) for v in schema)
+    if not isinstance(schema, dict):
+        return 0
+    own = int(schema.get("type") == "string" and "enum" not in schema and "const" not in schema)
+    return own + sum(_count_free_strings(v) for k, v in schema.items() if k != "enum")
+
+
+def string_budget(schema: Any, max_tokens: int, limits: Limits) -> int:
+    """Characters each free string of a reply schema may have so the whole reply fits in
+    `max_tokens` even at one token per character (digits are single tokens in Gemma), with
+    room for the JSON around them."""
+    strings = max(_count_free_strings(schema), 1)
+    return max(8, min(limits.max_string_chars, (max_tokens - JSON_OVERHEAD_TOKENS) // strings))
+
+
+def translated_response_format(response_format: Any, limits: Limits,
+                               max_tokens: int | None = None) -> dict[str, Any]:
     """OpenAI's `json_schema` response format as llama.cpp's `json_object` + `schema`."""
     if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
         raise RequestError(
@@ -182,7 +201,8 @@ def translated_response_format(response_format: Any, limits: Limits) -> dict[str
     if values > limits.max_enum_values:
         raise RequestError(f"The response schema allows {values} enum values; at most "
                            f"{limits.max_enum_values} are accepted.", param="response_format")
-    return {"type": "json_object", "schema": bounded_strings(schema, limits.max_string_chars)}
+    budget = string_budget(schema, max_tokens or limits.default_max_tokens, limits)
+    return {"type": "json_object", "schema": bounded_strings(schema, budget)}
 
 
 def _checked_stop(stop: Any, limits: Limits) -> list[str] | None:
@@ -245,7 +265,8 @@ def checked_request(body: Any, path: str, limits: Limits = Limits()) -> dict[str
         raise RequestError("Streaming is not offered by this endpoint; send stream=false.",
                            param="stream")
     if body.get("response_format") is not None:
-        body["response_format"] = translated_response_format(body["response_format"], limits)
+        body["response_format"] = translated_response_format(body["response_format"], limits,
+                                                             max_tokens)
     for unsupported in ("grammar", "logit_bias", "tools", "functions"):
         if body.get(unsupported) is not None:
             raise RequestError(f"'{unsupported}' is not accepted by this endpoint.",
