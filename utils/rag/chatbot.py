@@ -69,7 +69,6 @@ def build_prompt(question: str, passages: Sequence[Passage]) -> str:
     return f"Passage: {context}\nQuestion: {question}\nAnswer:"
 
 
-@mlflow.trace(name="answer_question", span_type=SpanType.CHAIN)
 def answer_question(
     question: str,
     retriever: Retriever,
@@ -80,26 +79,32 @@ def answer_question(
     max_question_words: int = 60,
     row: int | None = None,
 ) -> Answer:
-    """Retrieve, prompt, ask the endpoint: the answer and the passages it was given."""
-    question, warning = checked_question(question, max_question_words, row)
-    with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
-        span.set_inputs({"query": question, "top_k": top_k})
-        passages = [p for p, _ in retriever.search(question, top_k)]
-        span.set_outputs([
-            {"page_content": p.text, "metadata": {"doc_uri": p.doc_id, "chunk_id": p.passage_id}}
-            for p in passages
-        ])
-    with mlflow.start_span(name="build_prompt", span_type=SpanType.PARSER) as span:
-        span.set_inputs({"question": question, "passage_ids": [p.passage_id for p in passages]})
-        prompt = build_prompt(question, passages)
-        span.set_outputs({"prompt": prompt})
-    messages = [{"role": "user", "content": prompt}]
-    with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
-        span.set_inputs({"model": model, "messages": messages, "max_tokens": max_tokens})
-        # one answer line: a base model goes on to invent the next question
-        response = chat(base_url, model, messages, max_tokens=max_tokens, stop=["\n"])
-        span.set_outputs(response)
-    return Answer(reply_text(response), [p.passage_id for p in passages], warning)
+    """Retrieve, prompt, ask the endpoint: the answer and the passages it was given. One trace
+    span for the whole answer, with a child span for each step."""
+    with mlflow.start_span(name="answer_question", span_type=SpanType.CHAIN) as root:
+        root.set_inputs({"question": question, "model": model, "top_k": top_k})
+        question, warning = checked_question(question, max_question_words, row)
+        with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
+            span.set_inputs({"query": question, "top_k": top_k})
+            passages = [p for p, _ in retriever.search(question, top_k)]
+            span.set_outputs([{"page_content": p.text,
+                               "metadata": {"doc_uri": p.doc_id, "chunk_id": p.passage_id}}
+                              for p in passages])
+        with mlflow.start_span(name="build_prompt", span_type=SpanType.PARSER) as span:
+            span.set_inputs({"question": question,
+                             "passage_ids": [p.passage_id for p in passages]})
+            prompt = build_prompt(question, passages)
+            span.set_outputs({"prompt": prompt})
+        messages = [{"role": "user", "content": prompt}]
+        with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
+            span.set_inputs({"model": model, "messages": messages, "max_tokens": max_tokens})
+            # one answer line: a base model goes on to invent the next question
+            response = chat(base_url, model, messages, max_tokens=max_tokens, stop=["\n"])
+            span.set_outputs(response)
+        answer = Answer(reply_text(response), [p.passage_id for p in passages], warning)
+        root.set_outputs({"answer": answer.answer, "passage_ids": answer.passage_ids,
+                          "warning": warning})
+    return answer
 
 
 def questions_from(model_input: Any) -> list[Any]:

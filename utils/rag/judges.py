@@ -193,6 +193,8 @@ def _cell(row: Mapping[str, Any], column: str) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+# evaluate's result_df shows the rows' expectations as `<name>/value` columns too
+EXPECTATION_NAMES = frozenset({"expected_response", "passage_id", "expected_facts", "guidelines"})
 READERS = {
     CORRECTNESS: correctness_value,
     CORRECTNESS_SCALE: grade_value,
@@ -210,8 +212,8 @@ def scores_frame(result_df: pd.DataFrame) -> pd.DataFrame:
     evaluation. Other scorers' values are copied as they are.
     """
     judges = [j for j in READERS if f"{j}/value" in result_df or f"{j}/error_message" in result_df]
-    scorers = [c[: -len("/value")] for c in result_df.columns
-               if c.endswith("/value") and c[: -len("/value")] not in READERS]
+    scorers = [c[: -len("/value")] for c in result_df.columns if c.endswith("/value")
+               and c[: -len("/value")] not in {*READERS, *EXPECTATION_NAMES}]
     rows = []
     for _, row in result_df.iterrows():
         request = row.get("request") if isinstance(row.get("request"), Mapping) else {}
