@@ -10,9 +10,17 @@ import pytest
 from utils.rag import evaluation
 from utils.rag.judges import CORRECTNESS, PROFESSIONALISM
 
-pytestmark = pytest.mark.unit
+
+@pytest.fixture
+def tracking(tmp_path):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("hand-grades")
+    yield
+    mlflow.set_tracking_uri(previous)
 
 
+@pytest.mark.unit
 def test_evaluation_data_carries_ids_and_expectations():
     questions = evaluation.load_questions(limit=2)
     rows = evaluation.evaluation_data(questions)
@@ -20,7 +28,8 @@ def test_evaluation_data_carries_ids_and_expectations():
     assert set(rows[0]["expectations"]) == {"expected_response", "passage_id"}
 
 
-def test_predict_fn_answers_one_question_with_a_loaded_model():
+@pytest.mark.integration
+def test_predict_fn_answers_one_question_with_a_loaded_model(tracking):
     class OneAnswer:  # stands in for a loaded pyfunc in this one-function test
         def predict(self, frame):
             assert frame["question"].tolist() == ["Why?"]
@@ -32,6 +41,7 @@ def test_predict_fn_answers_one_question_with_a_loaded_model():
         "answer": "Because.", "passage_ids": ["a:0"], "warning": ""}
 
 
+@pytest.mark.unit
 def test_results_rows_are_keyed_by_version_without_rationales():
     scores = pd.DataFrame({"question_id": ["q1"], "answer": ["a"], "correctness": [1],
                            "correctness_rationale": ["long text"], "correctness_error": [None]})
@@ -41,15 +51,7 @@ def test_results_rows_are_keyed_by_version_without_rationales():
     assert rows.loc[0, "correctness_error"] is None
 
 
-@pytest.fixture
-def tracking(tmp_path):
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("hand-grades")
-    yield
-    mlflow.set_tracking_uri(previous)
-
-
+@pytest.mark.integration
 def test_hand_grades_are_stored_on_traces_and_read_back(tracking):
     graded = evaluation.load_calibration(limit=4)
     trace_ids = evaluation.log_graded_traces(graded)

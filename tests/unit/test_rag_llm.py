@@ -23,7 +23,7 @@ from utils.rag.llm import (
     translated_response_format,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 CHAT = "/v1/chat/completions"
 JUDGE_SCHEMA = {

@@ -13,6 +13,8 @@ import requests
 from utils.rag.client import EndpointError, chat, check_endpoint, reply_text
 from utils.rag.llm import start_llm_server
 
+pytestmark = pytest.mark.integration
+
 MODEL = "gemma-3-270m"
 VERDICT = {"type": "object", "properties": {"result": {"type": "string", "enum": ["yes", "no"]},
                                             "rationale": {"type": "string"}},

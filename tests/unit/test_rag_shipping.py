@@ -16,11 +16,10 @@ import pytest
 from utils.rag import shipping
 from utils.rag.retriever import Passage, Retriever
 
-pytestmark = pytest.mark.unit
-
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.unit
 def test_staged_package_holds_only_the_runtime_modules(tmp_path):
     [package] = shipping.stage_code_paths(tmp_path)
     files = sorted(str(p.relative_to(package)) for p in Path(package).rglob("*.py"))
@@ -32,6 +31,7 @@ def test_staged_package_holds_only_the_runtime_modules(tmp_path):
         assert imported <= {"utils.rag.chatbot", "utils.rag.client", "utils.rag.retriever"}
 
 
+@pytest.mark.unit
 def test_requirements_are_pinned():
     assert all("==" in r for r in shipping.chatbot_requirements())
 
@@ -56,6 +56,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_logged_model_loads_where_the_repository_is_not_importable(tmp_path):
     retriever_dir = Retriever(
         [Passage("a:0", "a", "A", "An alias names one version.")],
