@@ -15,7 +15,8 @@ from utils.rag.judges import CORRECTNESS, PROFESSIONALISM
 def tracking(tmp_path):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("hand-grades")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "hand-grades", artifact_location=str(tmp_path / "artifacts")))
     yield
     mlflow.set_tracking_uri(previous)
 
