@@ -1,3 +1,5 @@
 """Retrieval-augmented generation for chapter 10: a passage retriever (`retriever`), a local
-OpenAI-compatible language-model endpoint and its client (`llm`), the chatbot as an MLflow
-model (`chatbot`), and the judges and scorers that evaluate it (`judges`)."""
+OpenAI-compatible language-model endpoint on llama.cpp (`llm`) behind its guard (`llm_guard`)
+and its client (`client`), the chatbot's traced steps (`chatbot`) and MLflow model
+(`chatbot_model`, with what it ships in `shipping`), the evaluation data (`evaluation`), and the
+judges and scorers that evaluate it (`judges`)."""

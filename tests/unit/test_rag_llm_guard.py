@@ -10,16 +10,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from utils.processes import free_port
-from utils.rag.llm import (
+from utils.rag.llm import LLMServerError, start_llm_server
+from utils.rag.llm_guard import (
     Limits,
     LLMGuard,
-    LLMServerError,
     RequestError,
     bounded_strings,
     checked_request,
     json_depth,
     message_text,
-    start_llm_server,
     translated_response_format,
 )
 
