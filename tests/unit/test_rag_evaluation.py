@@ -44,12 +44,14 @@ def test_predict_fn_answers_one_question_with_a_loaded_model(tracking):
 
 @pytest.mark.unit
 def test_results_rows_are_keyed_by_version_without_rationales():
-    scores = pd.DataFrame({"question_id": ["q1"], "answer": ["a"], "correctness": [1],
+    scores = pd.DataFrame({"question_id": ["q1"], "answer": ["a"],
+                           "correctness": pd.array([1], dtype="Int64"),
                            "correctness_rationale": ["long text"], "correctness_error": [None]})
     rows = evaluation.results_rows(scores, 3, "run-1")
     assert rows.loc[0, "model_version"] == "3" and rows.loc[0, "run_id"] == "run-1"
     assert "correctness_rationale" not in rows
-    assert rows.loc[0, "correctness_error"] is None
+    assert rows.loc[0, "correctness_error"] == ""  # a column Spark can type
+    assert rows["correctness"].dtype == "float64"
 
 
 @pytest.mark.integration

@@ -87,9 +87,13 @@ def results_rows(scores: pd.DataFrame, model_version: str | int, run_id: str) ->
     frame["model_version"] = str(model_version)
     frame["run_id"] = run_id
     frame["evaluated_at"] = pd.Timestamp.now(tz="UTC").floor("s")
-    for column in frame.columns:  # Spark needs one type per column: errors and ids as text
-        if frame[column].dtype == object and column != "passage_ids":
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+    # Spark infers one type per column and none from a column of nulls: grades as floats
+    # (NaN when a judge failed), text as text ("" for no error).
+    for column in frame.columns:
+        if str(frame[column].dtype) in ("Int64", "boolean"):
+            frame[column] = frame[column].astype("float64")
+        elif frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda v: "" if v is None else str(v))
     return frame
 
 
