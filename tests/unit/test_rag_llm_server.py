@@ -67,7 +67,8 @@ def test_health_answers_while_a_request_generates(server):
     ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, 400),
     ({"messages": [{"role": "user", "content": "hi"}], "response_format": "json"}, 400),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, 400),
-    ({"messages": [{"role": "user", "content": "x " * 13_000}]}, 400),
+    ({"messages": [{"role": "user", "content": "x " * 13_000}]}, 400),  # characters
+    ({"messages": [{"role": "user", "content": "word " * 4_000}]}, 400),  # tokens (llama.cpp)
     ({"messages": [{"role": "user", "content": "hi"}], "user": "x" * (2 << 20)}, 413),
 ])
 def test_over_limit_and_malformed_requests_get_4xx(server, body, status):
