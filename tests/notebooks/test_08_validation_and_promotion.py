@@ -51,3 +51,12 @@ def test_version_created_event_triggers_the_gate(result):
     assert recorded["webhook_version"] == recorded["promoted_version"] + 1
     assert recorded["aliases"]["champion"] == recorded["webhook_version"]
     assert recorded["aliases"]["previous"] == recorded["champion_before"]
+
+
+def test_replayed_deliveries_are_refused_and_the_secret_is_owner_only(result):
+    recorded = result.recorded
+    assert recorded["webhook_replays"] == {
+        "the same delivery again": 409,
+        "a delivery signed 10 minutes ago": 401,
+    }
+    assert recorded["webhook_secret_mode"] == "600"

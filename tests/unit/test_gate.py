@@ -3,6 +3,8 @@ real local registry."""
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pandas as pd
 import pytest
@@ -82,11 +84,39 @@ def test_requirements_must_all_be_pinned():
     assert not gate_checks.check_requirements(["# nothing"]).passed
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-e git+https://example.invalid/repo.git@main#egg=repo",
+        "--extra-index-url http://example.invalid/simple",
+        "-r other.txt",
+        "--index-url=http://example.invalid/simple",
+        "pkg==1.*",
+    ],
+)
+def test_requirements_accept_only_name_equals_version_lines(line):
+    result = gate_checks.check_requirements(["mlflow==3.17.2", line])
+    assert not result.passed
+    assert line in result.reason and result.value == "1/2 pinned"
+
+
 def test_metric_vs_champion_tolerance():
     assert gate_checks.check_metric_vs_champion(0.845, 0.85, "auc", tolerance=0.01).passed
     worse = gate_checks.check_metric_vs_champion(0.80, 0.85, "auc", tolerance=0.01)
     assert not worse.passed and "0.8500" in worse.reason and worse.threshold == ">= 0.8400"
     assert gate_checks.check_metric_vs_champion(0.5, None).passed  # first version: nothing to beat
+
+
+def test_nan_and_missing_metrics_fail_with_a_reason():
+    nan = float("nan")
+    for candidate, champion in ((nan, 0.85), (None, 0.85), (nan, None), (0.9, nan)):
+        result = gate_checks.check_metric_vs_champion(candidate, champion, "auc")
+        assert not result.passed, (candidate, champion)
+        assert "could not be measured" in result.reason
+    slices = gate_checks.check_slices({"France": 0.9, "Germany": nan}, floor=0.75)
+    assert not slices.passed and "Germany" in slices.reason and "France" not in slices.reason
+    latency = gate_checks.check_latency(nan, 50)
+    assert not latency.passed and "could not be measured" in latency.reason
 
 
 def test_slices_below_floor_are_named_and_small_slices_not_judged():
@@ -255,3 +285,114 @@ def test_candidate_alias_is_judged_once_with_its_own_holdout(registry, tmp_path)
     result = validate_candidate_alias(name, "Exited")
     assert result.version == good and len(result.report.checks) == 8
     assert "candidate" not in get_aliases(name)
+
+
+# --- compare-and-set promotion, the candidate in its own process ------------------------------
+
+
+def _passing_report(name, version, champion, validated_at=None):
+    check = gate_checks.CheckResult("tags", True, "a", "a", "")
+    report = gate_checks.ValidationReport(name, version, champion, [check])
+    if validated_at:
+        report.validated_at = validated_at
+    return report
+
+
+def test_promote_refuses_a_report_made_before_the_champion_changed(registry):
+    name, weak, good, X, y = registry
+    set_alias(name, "champion", 1)
+    report = _passing_report(name, good, 1)
+    set_alias(name, "champion", weak)  # someone else promoted in between
+    try:
+        with pytest.raises(gate_promotion.PromotionError, match=f"champion is now version {weak}"):
+            gate_promotion.promote(name, good, report=report)
+        assert get_aliases(name)["champion"] == weak
+    finally:
+        set_alias(name, "champion", 1)
+
+
+def test_promote_refuses_an_old_report(registry):
+    name, _, good, X, y = registry
+    set_alias(name, "champion", 1)
+    report = _passing_report(name, good, 1, validated_at="2020-01-01T00:00:00+00:00")
+    with pytest.raises(gate_promotion.PromotionError, match="old"):
+        gate_promotion.promote(name, good, report=report, max_report_age_s=600)
+    assert get_aliases(name)["champion"] == 1
+
+
+def test_alias_move_rechecks_the_alias_right_before_setting_it(registry, monkeypatch):
+    name, weak, good, X, y = registry
+    set_alias(name, "champion", 1)
+    real_move_alias = gate_promotion.move_alias
+
+    def racing_move_alias(model, alias, version, **why):
+        real_move_alias(model, alias, version, **why)
+        if alias == "previous":  # another promotion lands between our two alias writes
+            set_alias(model, "champion", weak)
+
+    monkeypatch.setattr(gate_promotion, "move_alias", racing_move_alias)
+    try:
+        with pytest.raises(gate_promotion.PromotionError, match="moved"):
+            gate_promotion.promote(name, good, report=_passing_report(name, good, 1))
+        assert get_aliases(name)["champion"] == weak  # the other writer's choice stands
+    finally:
+        set_alias(name, "champion", 1)
+
+
+def test_candidate_code_runs_in_another_process_and_moving_an_alias_refuses(registry):
+    """A candidate whose load_context moves `champion` to itself and changes the loading
+    process: the gate's process is untouched and the validation is refused."""
+    name, _, _, X, y = registry
+    set_alias(name, "champion", 1)
+    tracking_uri = mlflow.get_tracking_uri()
+
+    class AliasMover(mlflow.pyfunc.PythonModel):  # defined here: pickled by value
+        def load_context(self, context):
+            import os
+
+            os.environ["GATE_TEST_CANDIDATE_RAN_HERE"] = "1"
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            versions = client.search_model_versions(f"name='{name}'")
+            newest = max(int(v.version) for v in versions)
+            client.set_registered_model_alias(name, "champion", str(newest))
+
+        def predict(self, context, model_input):
+            return pd.Series([0.5] * len(model_input))
+
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=AliasMover())
+    evil = int(register_model(info.model_uri, name, description=GOOD_DESCRIPTION).version)
+    try:
+        with pytest.raises(gate_checks.PromotionError, match="moved while"):
+            gate_checks.validate_candidate(name, evil, X, y)
+        assert "GATE_TEST_CANDIDATE_RAN_HERE" not in os.environ
+        assert get_aliases(name)["champion"] == evil  # it did move it: the gate noticed
+    finally:
+        set_alias(name, "champion", 1)
+
+
+def test_webhook_events_are_read_back_from_the_registry(registry):
+    from utils.gate.webhooks import registry_version_for_event
+
+    name, weak, good, X, y = registry
+
+    def created(version, model=name):
+        return {"entity": "model_version", "action": "created",
+                "data": {"name": model, "version": str(version), "tags": {}}}  # fmt: skip
+
+    assert registry_version_for_event(created(weak), name) == (weak, "")
+    assert registry_version_for_event(created(weak), name, max_age_s=0)[1].startswith(
+        f"ignored: version {weak} was created"
+    )
+    alias_event = created(weak) | {"entity": "model_version_alias"}
+    assert registry_version_for_event(alias_event, name) == (
+        None, "ignored model_version_alias.created"
+    )  # fmt: skip
+    assert "other" in registry_version_for_event(created(weak, "other"), name)[1]
+    assert "no version '99'" in registry_version_for_event(created(99), name)[1]
+    mlflow.MlflowClient().set_model_version_tag(name, str(good), "rolled_back_at", "now")
+    try:
+        version, reason = registry_version_for_event(created(good), name)
+        assert version is None and "rolled back" in reason
+    finally:
+        mlflow.MlflowClient().delete_model_version_tag(name, str(good), "rolled_back_at")

@@ -64,3 +64,113 @@ def test_receiver_passes_signed_events_to_the_handler_and_rejects_others():
             receiver.wait_for_results(3, timeout=0.2)
     with pytest.raises(requests.ConnectionError):
         requests.post(receiver.url, data=b"{}", timeout=2)  # stopped
+
+
+# --- replay protection, limits and the per-run secret -----------------------------------------
+
+
+def _post(receiver, body: bytes, headers: dict) -> requests.Response:
+    return requests.post(receiver.url, data=body, headers=headers, timeout=5)
+
+
+def _resigned(secret: str, body: bytes, delivery: str, timestamp: int) -> dict:
+    signed = f"{delivery}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    return {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": str(timestamp),
+        "X-MLflow-Signature": "v1," + base64.b64encode(digest).decode(),
+    }
+
+
+def test_delivery_refusal_names_stale_future_and_unsigned_deliveries():
+    from utils.gate.webhooks import delivery_refusal
+
+    body, headers = _signed("s3cret", {"entity": "model_version"})
+    now = int(headers["X-MLflow-Timestamp"])
+    assert delivery_refusal("s3cret", headers, body, now=now) is None
+    stale = _resigned("s3cret", body, "d1", now - 301)
+    assert "older than 300 s" in delivery_refusal("s3cret", stale, body, now=now)
+    future = _resigned("s3cret", body, "d2", now + 120)
+    assert "in the future" in delivery_refusal("s3cret", future, body, now=now)
+    assert "signature" in delivery_refusal("other", headers, body, now=now)
+    no_time = {k: v for k, v in headers.items() if k != "X-MLflow-Timestamp"}
+    assert "signature" in delivery_refusal("s3cret", no_time, body, now=now)
+    not_a_number = _resigned("s3cret", body, "d3", 0) | {"X-MLflow-Timestamp": "soon"}
+    assert delivery_refusal("s3cret", not_a_number, body, now=now)
+
+
+def test_signature_check_survives_non_ascii_headers_and_invalid_utf8():
+    body, headers = _signed("s3cret", {"entity": "model_version"})
+    assert not signature_is_valid("s3cret", headers | {"X-MLflow-Signature": "v1,é"}, body)
+    assert not signature_is_valid("s3cret", headers, b"\xff\xfe" + body)
+
+
+def test_receiver_refuses_replays_stale_deliveries_big_bodies_and_bad_json():
+    with WebhookReceiver(lambda event: event["n"], secret="s3cret") as receiver:
+        body, headers = _signed("s3cret", {"n": 1})
+        assert _post(receiver, body, headers).status_code == 200
+        again = _post(receiver, body, headers)
+        assert again.status_code == 409 and "already received" in again.text
+        now = int(time.time())
+        stale = _post(receiver, body, _resigned("s3cret", body, "old", now - 600))
+        assert stale.status_code == 401 and "older than" in stale.text
+        big = b"x" * (receiver.max_body_bytes + 1)
+        too_big = _post(receiver, big, _resigned("s3cret", big, "big", now))
+        assert too_big.status_code == 413
+        not_json = b"{not json"
+        assert (
+            _post(receiver, not_json, _resigned("s3cret", not_json, "nj", now)).status_code == 400
+        )
+        unsigned = _post(receiver, b"{not json", {"Content-Type": "application/json"})
+        assert unsigned.status_code == 401  # the signature is checked before parsing
+        assert receiver.wait_for_results(1, timeout=10) == [1]
+        assert len(receiver.events) == 1 and receiver.rejected == 5
+        assert any("already received" in r for r in receiver.refusals)
+
+
+def test_receiver_checks_content_length_before_reading():
+    import socket
+
+    with WebhookReceiver(lambda event: None, secret="s3cret", max_body_bytes=1024) as receiver:
+        port = int(receiver.url.split(":")[2].split("/")[0])
+        for length, status in (
+            ("10000000", b"413"),
+            ("-5", b"400"),
+            ("many", b"400"),
+            (None, b"411"),
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                head = "POST /mlflow-webhook HTTP/1.1\r\nHost: x\r\n"
+                if length is not None:
+                    head += f"Content-Length: {length}\r\n"
+                sock.sendall((head + "\r\n").encode())  # no body sent: must not wait for it
+                assert sock.recv(64).split(b" ")[1] == status, length
+
+
+def test_webhook_secret_is_new_per_run_and_owner_only(tmp_path, monkeypatch):
+    from utils.env import WORK_DIR_ENV
+    from utils.gate.webhooks import new_webhook_secret
+
+    monkeypatch.setenv(WORK_DIR_ENV, str(tmp_path))
+    first, path = new_webhook_secret()
+    second, same_path = new_webhook_secret()
+    assert first != second and len(first) >= 32 and path == same_path
+    assert path.read_text() == second and path.is_relative_to(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_replaying_the_last_delivery_is_refused_both_ways():
+    from utils.gate.webhooks import replay_last_delivery
+
+    with WebhookReceiver(lambda event: "handled", secret="s3cret") as receiver:
+        with pytest.raises(ValueError, match="no delivery"):
+            replay_last_delivery(receiver, "s3cret")
+        body, headers = _signed("s3cret", {"entity": "model_version"})
+        assert _post(receiver, body, headers).status_code == 200
+        answers = replay_last_delivery(receiver, "s3cret")
+        assert answers["the same delivery again"].startswith("409")
+        assert answers["a delivery signed 10 minutes ago"].startswith("401")
+        assert receiver.wait_for_results(1, timeout=10) == ["handled"]
+        assert len(receiver.events) == 1

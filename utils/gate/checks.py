@@ -9,8 +9,14 @@ measures the values from the registry and a labelled holdout.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +35,18 @@ TAG_VALUE_LIMIT = 250
 PLACEHOLDER_DESCRIPTIONS = {"todo", "tbd", "test", "model", "n/a", "none", "wip", "fixme"}
 
 
-_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?==[^=\s]+$")
+# `name==version` and nothing else: no wildcards, no markers, no pip options (`-e`, `-r`,
+# `--extra-index-url` would install from wherever the line says).
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]*\])?==[A-Za-z0-9.!+_-]+$")
+
+
+class PromotionError(RuntimeError):
+    """The gate refuses to act: an alias moved, a report is stale, or there is nothing to roll
+    back to. The message says what changed and what to do."""
+
+
+def _unmeasured(value: float | None) -> bool:
+    return value is None or math.isnan(value)
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,7 @@ class ValidationPolicy:
     min_slice_rows: int = 50  # smaller slices are reported but not judged: too noisy
     latency_budget_ms: float = 50.0
     latency_repeats: int = 30
+    measure_timeout_s: float = 600.0  # the child process that loads and measures the models
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,7 @@ def check_requirements(lines: Sequence[str] | None) -> CheckResult:
             "all pinned (==)",
             "the model has no requirements.txt",
         )
-    wanted = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith(("#", "-"))]
+    wanted = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     unpinned = [ln for ln in wanted if not _PINNED.match(ln)]
     value = f"{len(wanted) - len(unpinned)}/{len(wanted)} pinned"
     if not wanted:
@@ -247,10 +265,23 @@ def check_requirements(lines: Sequence[str] | None) -> CheckResult:
 
 
 def check_metric_vs_champion(
-    candidate: float, champion: float | None, metric: str = "auc", tolerance: float = 0.01
+    candidate: float | None, champion: float | None, metric: str = "auc", tolerance: float = 0.01
 ) -> CheckResult:
-    """The candidate may be at most `tolerance` worse than the champion on the same holdout."""
+    """The candidate may be at most `tolerance` worse than the champion on the same holdout.
+
+    `champion` None means there is no champion; a champion whose metric could not be measured
+    is NaN, and fails like an unmeasured candidate."""
     name = f"{metric}_vs_champion"
+    if _unmeasured(candidate) or (champion is not None and math.isnan(champion)):
+        who = "the candidate's" if _unmeasured(candidate) else "the champion's"
+        return CheckResult(
+            name,
+            False,
+            "not measured" if _unmeasured(candidate) else round(candidate, 4),
+            "a number",
+            f"{who} {metric} could not be measured on the holdout (one class, or NaN "
+            "scores); use a holdout with both classes and check the model's output",
+        )
     if champion is None:
         return CheckResult(name, True, round(candidate, 4), "no champion yet", "")
     floor = champion - tolerance
@@ -281,6 +312,11 @@ def check_slices(
             f">= {floor}",
             "no slice had enough rows to judge; use a larger holdout",
         )
+    unmeasured = sorted(k for k, v in judged.items() if math.isnan(v))
+    if unmeasured:
+        return CheckResult(
+            name, False, value, f">= {floor}", f"slices scored NaN: {', '.join(unmeasured)}"
+        )
     low = {k: v for k, v in judged.items() if v < floor}
     if low:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in low.items())
@@ -290,6 +326,14 @@ def check_slices(
 
 def check_latency(p50_ms: float, budget_ms: float) -> CheckResult:
     """Single-row predict latency (median) must stay within the budget."""
+    if _unmeasured(p50_ms):
+        return CheckResult(
+            "latency_p50_ms",
+            False,
+            "not measured",
+            f"<= {budget_ms}",
+            "latency could not be measured",
+        )
     if p50_ms > budget_ms:
         return CheckResult(
             "latency_p50_ms",
@@ -358,14 +402,14 @@ def single_row_latency_ms(model, X: pd.DataFrame, repeats: int = 30) -> float:
 
 
 @dataclass
-class _LoadedVersion:
+class _DownloadedVersion:
     version: Any  # mlflow ModelVersion
-    model: Any  # PyFuncModel
-    info: Any  # mlflow.models.Model
+    path: Path  # the model's artifacts, downloaded (not loaded: loading runs its code)
+    info: Any  # mlflow.models.Model, read from the MLmodel file (YAML, no code runs)
     requirements: list[str] | None
 
 
-def _load_version(name: str, version: int | str) -> _LoadedVersion:
+def _download_version(name: str, version: int | str, into: Path) -> _DownloadedVersion:
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
@@ -375,14 +419,75 @@ def _load_version(name: str, version: int | str) -> _LoadedVersion:
         mv = client.get_model_version(name, str(version))
     except MlflowException:
         raise ModelNotFoundError(f"Model '{name}' has no version {version}.") from None
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(into))
+    )
     requirements = local / "requirements.txt"
-    return _LoadedVersion(
+    return _DownloadedVersion(
         version=mv,
-        model=mlflow.pyfunc.load_model(str(local)),
+        path=local,
         info=Model.load(str(local)),
         requirements=requirements.read_text().splitlines() if requirements.exists() else None,
     )
+
+
+# The measuring child gets no registry: any MLflow client call in a model's code fails at once.
+_NO_REGISTRY = {
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+    "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+}
+_REGISTRY_CREDENTIALS = {
+    "DATABRICKS_HOST",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_SECRET",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+}
+
+
+def measure_in_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Run `utils.gate.measure` on `request` in a child process; its figures as a dict."""
+    import utils
+
+    repo_root = str(Path(utils.__file__).resolve().parents[1])  # Databricks: not installed
+    env = {k: v for k, v in os.environ.items() if k not in _REGISTRY_CREDENTIALS}
+    env |= _NO_REGISTRY | {
+        "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
+    }
+    with tempfile.TemporaryDirectory(prefix="gate-measure-") as tmp:
+        request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
+        request_path.write_text(json.dumps(request))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "utils.gate.measure", str(request_path), str(result_path)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout stops all it started
+        )
+        try:
+            output, _ = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise PromotionError(
+                f"Measuring the model took over {timeout_s:.0f} s; the child was stopped. "
+                "Raise ValidationPolicy.measure_timeout_s or use a smaller holdout."
+            ) from None
+        if child.returncode != 0 or not result_path.exists():
+            tail = output.decode("utf-8", "replace")[-1500:]
+            raise PromotionError(f"Loading or measuring the model failed:\n{tail}")
+        return json.loads(result_path.read_text())
+
+
+def _moved_aliases(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, str]:
+    return {
+        alias: f"{before.get(alias)} -> {after.get(alias)}"
+        for alias in sorted(set(before) | set(after))
+        if before.get(alias) != after.get(alias)
+    }
 
 
 def validate_candidate(
@@ -396,8 +501,13 @@ def validate_candidate(
     """Run every check of `policy` on version `version` of model `name`.
 
     The candidate and the current `champion_alias` version are scored on the same labelled
-    holdout. Nothing is changed in the registry: `promote` writes the outcome.
+    holdout, in a child process (loading a model runs its code). Nothing is changed in the
+    registry: `promote` writes the outcome. Raises PromotionError when any alias of the model
+    moved while the models were loaded and measured: the report would describe a registry
+    that no longer exists, or the candidate's code moved it.
     """
+    from utils.gate.measure import LABEL_COLUMN
+
     policy = policy or ValidationPolicy()
     name = model_name(name)
     if len(X_holdout) != len(y_holdout) or len(X_holdout) == 0:
@@ -405,15 +515,41 @@ def validate_candidate(
             f"The holdout needs as many labels as rows and at least one row; got "
             f"{len(X_holdout)} rows and {len(y_holdout)} labels."
         )
-    candidate = _load_version(name, version)
-    champion_version = get_aliases(name).get(champion_alias)
-    champion_score = None
-    if champion_version is not None and int(champion_version) != int(version):
-        champion = _load_version(name, champion_version)
-        champion_score = score_metric(champion.model, X_holdout, y_holdout, policy.metric)
-    else:
+    aliases_before = get_aliases(name)
+    champion_version = aliases_before.get(champion_alias)
+    if champion_version is not None and int(champion_version) == int(version):
         champion_version = None  # a version is not compared with itself
-
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+        candidate = _download_version(name, version, Path(tmp, "candidate"))
+        champion = (
+            _download_version(name, champion_version, Path(tmp, "champion"))
+            if champion_version is not None
+            else None
+        )
+        holdout = Path(tmp, "holdout.parquet")
+        X_holdout.reset_index(drop=True).assign(
+            **{LABEL_COLUMN: pd.Series(y_holdout).to_numpy()}
+        ).to_parquet(holdout)
+        request = {
+            "candidate": str(candidate.path),
+            "champion": str(champion.path) if champion else None,
+            "holdout": str(holdout),
+            "metric": policy.metric,
+            "slice_column": policy.slice_column,
+            "min_slice_rows": policy.min_slice_rows,
+            "latency_repeats": policy.latency_repeats,
+        }
+        figures = measure_in_child(request, policy.measure_timeout_s)
+    moved = _moved_aliases(aliases_before, get_aliases(name))
+    if moved:
+        raise PromotionError(
+            f"Aliases of {name} moved while version {version} was being validated ({moved}). "
+            "Check who moved them (a candidate's code runs when it is loaded), then validate "
+            "again."
+        )
+    champion_score = figures["champion_score"]
+    if champion is not None and champion_score is None:
+        champion_score = math.nan  # a champion that cannot be measured is no pass
     checks = [
         check_description(candidate.version.description, policy.min_description_words),
         check_tags(candidate.version.tags, policy.required_tags),
@@ -421,31 +557,16 @@ def validate_candidate(
         check_input_example(candidate.info.saved_input_example_info is not None),
         check_requirements(candidate.requirements),
         check_metric_vs_champion(
-            score_metric(candidate.model, X_holdout, y_holdout, policy.metric),
-            champion_score,
-            policy.metric,
-            policy.tolerance,
+            figures["candidate_score"], champion_score, policy.metric, policy.tolerance
         ),
     ]
     if policy.slice_column:
-        scores = slice_metrics(
-            candidate.model,
-            X_holdout,
-            y_holdout,
-            policy.slice_column,
-            policy.metric,
-            policy.min_slice_rows,
-        )
-        checks.append(check_slices(scores, policy.slice_floor, policy.metric))
-    checks.append(
-        check_latency(
-            single_row_latency_ms(candidate.model, X_holdout, policy.latency_repeats),
-            policy.latency_budget_ms,
-        )
+        checks.append(check_slices(figures["slices"], policy.slice_floor, policy.metric))
+    checks.append(check_latency(figures["latency_p50_ms"], policy.latency_budget_ms))
+    return ValidationReport(
+        name, int(version), int(champion_version) if champion_version else None, checks
     )
-    return ValidationReport(name, int(version), champion_version, checks)
 
 
 def dumps(report: ValidationReport) -> str:
     return json.dumps(report.to_dict(), indent=2, default=str)
-
