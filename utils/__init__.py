@@ -19,7 +19,7 @@ Chapter families:
     05 A/B testing               abtest/ (router, experiment, report)
     06 custom pyfunc             pyfunc/ (wine, support_classifier, digit_reader)
     07 packaging dependencies    environments/ (requirements, targets, weather)
-    08 validation and promotion  gate/ (checks, promotion, webhooks)
+    08 validation and promotion  gate/ (checks, measure, promotion, webhooks)
     09 inference tables          monitoring/ (schema, inference_table, drift, retraining,
                                  lakehouse: Lakehouse Monitoring),
                                  jobs/ (bundle, runner)

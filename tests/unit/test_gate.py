@@ -396,3 +396,22 @@ def test_webhook_events_are_read_back_from_the_registry(registry):
         assert version is None and "rolled back" in reason
     finally:
         mlflow.MlflowClient().delete_model_version_tag(name, str(good), "rolled_back_at")
+
+
+def test_measure_writes_the_figures_the_checks_need(registry, tmp_path):
+    import json
+
+    from utils.gate import measure
+
+    name, _, good, X, y = registry
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{good}", dst_path=tmp_path)
+    holdout = tmp_path / "holdout.parquet"
+    X.assign(**{gate_checks.LABEL_COLUMN: y.to_numpy()}).to_parquet(holdout)
+    request = {"candidate": model_dir, "champion": None, "holdout": str(holdout), "metric": "auc",
+               "slice_column": "Geography", "min_slice_rows": 50, "latency_repeats": 3}  # fmt: skip
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    measure.main([str(tmp_path / "request.json"), str(tmp_path / "result.json")])
+    figures = json.loads((tmp_path / "result.json").read_text())
+    assert 0.6 < figures["candidate_score"] <= 1 and figures["champion_score"] is None
+    assert set(figures["slices"]) == {"France", "Germany", "Spain"}
+    assert figures["latency_p50_ms"] > 0

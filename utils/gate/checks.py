@@ -347,7 +347,10 @@ def check_latency(p50_ms: float, budget_ms: float) -> CheckResult:
 
 def _scores(model, X: pd.DataFrame):
     """Positive-class probabilities when the underlying model has them, else predictions."""
-    raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
+    try:
+        raw = model.get_raw_model()
+    except (AttributeError, NotImplementedError):  # a plain pyfunc has no raw model
+        raw = model
     if hasattr(raw, "predict_proba"):
         return raw.predict_proba(X)[:, 1]
     predicted = model.predict(X)
@@ -431,6 +434,9 @@ def _download_version(name: str, version: int | str, into: Path) -> _DownloadedV
     )
 
 
+# The holdout's label column in the file the measuring child reads.
+LABEL_COLUMN = "__gate_label__"
+
 # The measuring child gets no registry: any MLflow client call in a model's code fails at once.
 _NO_REGISTRY = {
     "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
@@ -506,8 +512,6 @@ def validate_candidate(
     moved while the models were loaded and measured: the report would describe a registry
     that no longer exists, or the candidate's code moved it.
     """
-    from utils.gate.measure import LABEL_COLUMN
-
     policy = policy or ValidationPolicy()
     name = model_name(name)
     if len(X_holdout) != len(y_holdout) or len(X_holdout) == 0:
@@ -539,14 +543,16 @@ def validate_candidate(
             "min_slice_rows": policy.min_slice_rows,
             "latency_repeats": policy.latency_repeats,
         }
-        figures = measure_in_child(request, policy.measure_timeout_s)
-    moved = _moved_aliases(aliases_before, get_aliases(name))
-    if moved:
-        raise PromotionError(
-            f"Aliases of {name} moved while version {version} was being validated ({moved}). "
-            "Check who moved them (a candidate's code runs when it is loaded), then validate "
-            "again."
-        )
+        try:
+            figures = measure_in_child(request, policy.measure_timeout_s)
+        finally:  # even when measuring failed: a moved alias is the bigger news
+            moved = _moved_aliases(aliases_before, get_aliases(name))
+            if moved:
+                raise PromotionError(
+                    f"Aliases of {name} moved while version {version} was being validated "
+                    f"({moved}). Check who moved them (a candidate's code runs when it is "
+                    "loaded), then validate again."
+                )
     champion_score = figures["champion_score"]
     if champion is not None and champion_score is None:
         champion_score = math.nan  # a champion that cannot be measured is no pass

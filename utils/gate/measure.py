@@ -18,9 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from utils.gate.checks import score_metric, single_row_latency_ms, slice_metrics
-
-LABEL_COLUMN = "__gate_label__"
+from utils.gate.checks import LABEL_COLUMN, score_metric, single_row_latency_ms, slice_metrics
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
