@@ -55,7 +55,6 @@ UNAUTHENTICATED_PATHS = frozenset({"/ping", "/health"})  # health checks carry n
 _DRAIN_FACTOR = 4  # read at most this many times the limit before giving up on a client
 ERROR_ECHO_CHARS = 500  # an error message quotes at most this much of the request
 DEFAULT_BODY_TIMEOUT_S = 30.0  # the whole body must arrive within this (else 408)
-DEFAULT_HEADER_TIMEOUT_S = 10.0  # the request line and headers must arrive within this
 DEFAULT_MAX_CONNECTIONS = 64  # more concurrent connections get 503 from uvicorn
 # Headers MLflow reads once: two different values would let the guard and MLflow disagree.
 SINGLE_VALUED = (b"content-type", b"content-length", b"authorization", b"transfer-encoding")
@@ -457,59 +456,6 @@ def create_app() -> ASGIApp:
     return metrics.recorder(guarded) if metrics else guarded  # outermost: sees rejections
 
 
-def with_header_deadline(protocol: type, seconds: float) -> type:
-    """uvicorn's httptools protocol with a deadline for the request line and headers: uvicorn
-    starts no timer before a request's headers are complete, so a client sending them slowly
-    would hold a connection (and a slot of the connection cap) forever. It gets a 408."""
-    body = json.dumps(
-        {
-            "error_code": "REQUEST_TIMEOUT",
-            "message": f"The request headers did not arrive within {seconds:.0f} s.",
-        }
-    ).encode()
-    answer = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-        + body
-    )
-
-    class HeaderDeadline(protocol):
-        _header_timer = None
-
-        def _arm(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(seconds, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _too_slow(self) -> None:
-            self._header_timer = None
-            if not self.transport.is_closing():
-                self.transport.write(answer)
-                self.transport.close()
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderDeadline
-
-
 def tcp_listener(host: str, port: int) -> socket.socket:
     """A listening socket that says it is TCP, so accepted connections get TCP_NODELAY."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -549,12 +495,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     http = _resolved(args.http, "httptools", "h11")
     if http == "httptools":  # h11 has no hook for a header deadline; httptools is the default
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        header_timeout = float(
-            os.environ.get("MLDEPLOY_SERVING_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S)
-        )
-        http = with_header_deadline(HttpToolsProtocol, header_timeout)
+        # By import path, not a class object: with several workers uvicorn pickles its config.
+        http = "utils.serving.header_deadline:HeaderDeadlineProtocol"
     config = uvicorn.Config(
         "utils.serving.guard:create_app",
         factory=True,
