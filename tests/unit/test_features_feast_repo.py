@@ -27,7 +27,10 @@ def test_everything_lives_under_the_repository_folder(tmp_path):
     assert config.registry.path.startswith(str(tmp_path))
     assert config.online_store.path.startswith(str(tmp_path))
     written = yaml.safe_load(write_feature_store_yaml(tmp_path / "r").read_text())
-    assert written["online_store"] == {"type": "sqlite", "path": str(tmp_path / "r" / "online_store.db")}
+    assert written["online_store"] == {
+        "type": "sqlite",
+        "path": str(tmp_path / "r" / "online_store.db"),
+    }
     assert written["offline_store"] == {"type": "file"}
 
 
@@ -40,7 +43,10 @@ def test_the_feature_service_lists_stored_and_on_demand_features(small):
 def test_historical_features_are_as_of_each_label_time(small):
     activity = small.activity
     key = int(activity[CUSTOMER_KEY].iloc[0])
-    times = [small.bank.day(40) + pd.Timedelta(hours=12), small.bank.day(55) + pd.Timedelta(hours=1)]
+    times = [
+        small.bank.day(40) + pd.Timedelta(hours=12),
+        small.bank.day(55) + pd.Timedelta(hours=1),
+    ]
     entity = pd.DataFrame({CUSTOMER_KEY: [key, key], EVENT_TIME: times, "num_products": [1, 2]})
     service = small.store.get_feature_service(FEATURE_SERVICE)
     got = small.store.get_historical_features(entity_df=entity, features=service).to_df()

@@ -8,6 +8,8 @@ opens the feature store once; the folder holding `feature_store.yaml` comes from
 config (`feature_repo`), which a deployment can override without re-logging the model.
 """
 
+import time
+
 import mlflow
 import pandas as pd
 from lookupkit.lookups import LookupConfig, OnlineLookup
@@ -29,17 +31,17 @@ class ChurnLookupModel(PythonModel):
         self.inputs = list(config.get("model_features") or self.classifier.feature_names_in_)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        features, as_of = self.lookups.lookup(model_input)
-        request = model_input[list(self.config.request_features)].reset_index(drop=True)
-        rows = pd.concat(
-            [features, request.drop(columns=features.columns, errors="ignore")], axis=1
-        )
-        out = pd.DataFrame({self.config.entity_key: model_input[self.config.entity_key].to_numpy()})
-        out["churn_probability"] = self.classifier.predict_proba(rows[self.inputs])[:, 1]
-        for view in as_of.columns:
-            out[f"{view}_as_of"] = as_of[view].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        looked_up = [c for c in features.columns if c != self.config.entity_key]
-        return pd.concat([out, features[looked_up]], axis=1)
+        features, computed_at = self.lookups.lookup(model_input)
+        for name in self.config.request_features:
+            features[name] = model_input[name].to_numpy()
+        out = {self.config.entity_key: model_input[self.config.entity_key].to_numpy()}
+        out["churn_probability"] = self.classifier.predict_proba(features[self.inputs])[:, 1]
+        for view, seconds in computed_at.items():
+            out[f"{view}_as_of"] = [
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s)) for s in seconds
+            ]
+        looked_up = [c for c in features.columns if c not in self.config.request_features]
+        return pd.DataFrame({**out, **{c: features[c].to_numpy() for c in looked_up}})
 
 
 mlflow.models.set_model(ChurnLookupModel())

@@ -115,22 +115,20 @@ class OnlineLookup:
             f.name for p in self.service.feature_view_projections for f in p.features
         ]
 
-    def lookup(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The features for each row (in request order), and per row and view the time the
-        values were computed (UTC). Raises a FeatureLookupError when any row cannot be served."""
+    def lookup(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+        """The features for each row (in request order), and per view each row's time the
+        values were computed (Unix seconds, UTC). Raises a FeatureLookupError when any row
+        cannot be served. Plain Python between the store and the frame: this runs per request."""
         key, request = self.config.entity_key, list(self.config.request_features)
         check_request(frame, key, request)
         rows = frame[[key, *request]].to_dict("records")
         response = self.store.get_online_features(features=self.service, entity_rows=rows)
         status, seconds = self._status_and_time(response.proto)
-        self._raise_for_missing(frame[key].tolist(), status)
-        as_of = pd.DataFrame(
-            {view: pd.to_datetime(seconds[view], unit="s", utc=True) for view in self.views}
-        )
-        self._raise_for_stale(frame[key].tolist(), status, as_of)
+        keys = frame[key].tolist()
+        self._raise_for_missing(keys, status)
+        self._raise_for_stale(keys, status, seconds)
         values = response.to_dict()
-        features = pd.DataFrame({name: values[name] for name in self.feature_names})
-        return features, as_of
+        return pd.DataFrame({name: values[name] for name in self.feature_names}), seconds
 
     def _status_and_time(self, proto) -> tuple[dict[str, list[set[int]]], dict[str, list[int]]]:
         """Per view: each row's set of field statuses, and the newest event time (seconds)."""
@@ -168,18 +166,16 @@ class OnlineLookup:
                 "the next materialization, or score it with a model that does not need them."
             )
 
-    def _raise_for_stale(self, keys: list, status, as_of: pd.DataFrame) -> None:
-        now = pd.Timestamp(self.clock(), unit="s", tz="UTC")
+    def _raise_for_stale(self, keys: list, status, seconds: dict[str, list[int]]) -> None:
+        now = self.clock()
         limits = self.config.max_age_hours or {}
         stale = {}
         for view in self.views:
             limit = limits.get(view)
-            age_hours = (now - as_of[view]).dt.total_seconds() / 3600
-            too_old = [OUTSIDE_MAX_AGE in s for s in status[view]]
-            if limit is not None:
-                too_old = [a or h > limit for a, h in zip(too_old, age_hours, strict=True)]
-            for i in [i for i, old in enumerate(too_old) if old]:
-                stale.setdefault(view, []).append((keys[i], round(float(age_hours[i]), 1)))
+            for i, computed in enumerate(seconds[view]):
+                age_hours = (now - computed) / 3600
+                if OUTSIDE_MAX_AGE in status[view][i] or (limit is not None and age_hours > limit):
+                    stale.setdefault(view, []).append((keys[i], round(age_hours, 1)))
         if stale:
             detail = "; ".join(
                 f"{view} (limit {limits.get(view, 'its ttl')} h): "
