@@ -71,10 +71,10 @@ def test_every_argument_is_one_the_api_takes():
 
 def test_names_are_three_part_and_plain():
     tables = [spec["name"] for spec in dfe.feature_table_specs("main", "s")]
-    assert tables == ["main.s.customer_profile_features", "main.s.customer_activity_30d_features"]
+    assert tables == ["main.s.customer_profile_fe", "main.s.customer_activity_30d_fe"]
     for bad in ("a.b", "", "x`y"):
         with pytest.raises(ValueError, match="one plain identifier"):
-            dfe.uc_name(bad, "s", "t")
+            dfe.three_part_name(bad, "s", "t")
 
 
 def test_activity_lookups_are_point_in_time_and_cover_the_model_features():
@@ -103,3 +103,31 @@ def test_the_uc_function_runs_the_same_code_as_feast():
 def test_labels_get_the_lookup_time_column():
     labels = pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp("2026-01-01")]})
     assert list(dfe.labels_for_databricks(labels).columns) == ["customer_id", dfe.LOOKUP_TIME]
+
+
+class FakeClient:
+    """Records the calls a FeatureEngineeringClient would get; one table exists already."""
+
+    def __init__(self, existing):
+        self.existing, self.calls = set(existing), []
+
+    def get_table(self, name):
+        if name not in self.existing:
+            raise ValueError(f"Feature table {name} does not exist")
+        return name
+
+    def create_table(self, **kwargs):
+        self.calls.append(("create", kwargs["name"], set(kwargs)))
+
+    def write_table(self, **kwargs):
+        self.calls.append(("merge", kwargs["name"], kwargs["mode"]))
+
+
+def test_feature_tables_are_created_once_then_merged_into():
+    fe = FakeClient(existing={"main.s.customer_activity_30d_fe"})
+    names = dfe.write_feature_tables(fe, "main", "s", ["profile_df", "activity_df"])
+    assert names == ["main.s.customer_profile_fe", "main.s.customer_activity_30d_fe"]
+    created, merged = fe.calls
+    assert created[:2] == ("create", "main.s.customer_profile_fe") and "df" in created[2]
+    assert created[2] <= CREATE_TABLE
+    assert merged == ("merge", "main.s.customer_activity_30d_fe", "merge")

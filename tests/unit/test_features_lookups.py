@@ -40,7 +40,8 @@ def request(keys, products=1) -> pd.DataFrame:
 
 def test_known_keys_get_features_and_their_time(small):
     keys = small.activity[CUSTOMER_KEY].unique()[:3].tolist()
-    features, as_of = lookup(small).lookup(request(keys, 2))
+    values, as_of = lookup(small).lookup(request(keys, 2))
+    features = pd.DataFrame(values)
     assert len(features) == 3 and not features.isna().any().any()
     assert (features["balance_per_product"] == features["balance"] / 2).all()
     assert as_of["customer_activity_30d"] == [END.timestamp()] * 3

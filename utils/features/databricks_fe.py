@@ -32,13 +32,14 @@ from utils.features.transactions import (
     REQUEST_FEATURE,
 )
 
-PROFILE_TABLE = "customer_profile_features"
-ACTIVITY_TABLE = "customer_activity_30d_features"
+# Feature tables of their own (with primary keys), filled from the chapter's Spark tables.
+PROFILE_TABLE = "customer_profile_fe"
+ACTIVITY_TABLE = "customer_activity_30d_fe"
 ON_DEMAND_FUNCTION = "balance_per_product"
 LOOKUP_TIME = "label_time"  # the labels' time column, as Databricks names a lookup's time key
 
 
-def uc_name(catalog: str, schema: str, name: str) -> str:
+def three_part_name(catalog: str, schema: str, name: str) -> str:
     """`catalog.schema.name`, refusing names that would resolve against another schema."""
     for part, value in (("catalog", catalog), ("schema", schema), ("name", name)):
         if not value or "." in value or "`" in value:
@@ -50,12 +51,12 @@ def feature_table_specs(catalog: str, schema: str) -> list[dict[str, Any]]:
     """`fe.create_table` arguments (without `df`) for the profile and activity tables."""
     return [
         {
-            "name": uc_name(catalog, schema, PROFILE_TABLE),
+            "name": three_part_name(catalog, schema, PROFILE_TABLE),
             "primary_keys": [CUSTOMER_KEY],
             "description": "Customer profile (age, credit score, tenure, ...); one row each.",
         },
         {
-            "name": uc_name(catalog, schema, ACTIVITY_TABLE),
+            "name": three_part_name(catalog, schema, ACTIVITY_TABLE),
             "primary_keys": [CUSTOMER_KEY, EVENT_TIME],
             "timeseries_column": EVENT_TIME,
             "description": "Daily snapshots of 30-day transaction aggregates per customer.",
@@ -63,17 +64,32 @@ def feature_table_specs(catalog: str, schema: str) -> list[dict[str, Any]]:
     ]
 
 
+def write_feature_tables(fe, catalog: str, schema: str, frames: list) -> list[str]:
+    """Create each feature table of `feature_table_specs` from the matching Spark DataFrame in
+    `frames` (profile, activity), or merge the rows into it when it exists already (re-runs)."""
+    names = []
+    for spec, df in zip(feature_table_specs(catalog, schema), frames, strict=True):
+        try:
+            fe.get_table(name=spec["name"])
+        except Exception:  # the client raises a generic error for a missing table
+            fe.create_table(**spec, df=df)
+        else:
+            fe.write_table(name=spec["name"], df=df, mode="merge")
+        names.append(spec["name"])
+    return names
+
+
 def feature_lookup_specs(catalog: str, schema: str) -> list[dict[str, Any]]:
     """`FeatureLookup` arguments: profile by key; activity by key as of the label time, no
     older than the activity view's ttl (as Feast's ttl does locally)."""
     return [
         {
-            "table_name": uc_name(catalog, schema, PROFILE_TABLE),
+            "table_name": three_part_name(catalog, schema, PROFILE_TABLE),
             "lookup_key": CUSTOMER_KEY,
             "feature_names": list(PROFILE_FEATURES),
         },
         {
-            "table_name": uc_name(catalog, schema, ACTIVITY_TABLE),
+            "table_name": three_part_name(catalog, schema, ACTIVITY_TABLE),
             "lookup_key": CUSTOMER_KEY,
             "timestamp_lookup_key": LOOKUP_TIME,
             "lookback_window": ACTIVITY_TTL,
@@ -85,7 +101,7 @@ def feature_lookup_specs(catalog: str, schema: str) -> list[dict[str, Any]]:
 def feature_function_spec(catalog: str, schema: str) -> dict[str, Any]:
     """`FeatureFunction` arguments for the on-demand feature."""
     return {
-        "udf_name": uc_name(catalog, schema, ON_DEMAND_FUNCTION),
+        "udf_name": three_part_name(catalog, schema, ON_DEMAND_FUNCTION),
         "input_bindings": {"balance": "balance", "num_products": REQUEST_FEATURE},
         "output_name": "balance_per_product",
     }
@@ -100,7 +116,7 @@ def uc_function_body() -> str:
 def uc_function_sql(catalog: str, schema: str) -> str:
     """`CREATE FUNCTION` for the on-demand feature (a Python UDF in Unity Catalog)."""
     return (
-        f"CREATE OR REPLACE FUNCTION {uc_name(catalog, schema, ON_DEMAND_FUNCTION)}"
+        f"CREATE OR REPLACE FUNCTION {three_part_name(catalog, schema, ON_DEMAND_FUNCTION)}"
         "(balance DOUBLE, num_products BIGINT)\nRETURNS DOUBLE\nLANGUAGE PYTHON\n"
         f"COMMENT 'Balance per product held; same code as Feast runs locally'\nAS $$\n"
         f"{uc_function_body()}$$"

@@ -31,17 +31,16 @@ class ChurnLookupModel(PythonModel):
         self.inputs = list(config.get("model_features") or self.classifier.feature_names_in_)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        features, computed_at = self.lookups.lookup(model_input)
-        for name in self.config.request_features:
-            features[name] = model_input[name].to_numpy()
-        out = {self.config.entity_key: model_input[self.config.entity_key].to_numpy()}
-        out["churn_probability"] = self.classifier.predict_proba(features[self.inputs])[:, 1]
+        values, computed_at = self.lookups.lookup(model_input)
+        request = {name: model_input[name].tolist() for name in self.config.request_features}
+        rows = pd.DataFrame({name: {**values, **request}[name] for name in self.inputs})
+        out = {self.config.entity_key: model_input[self.config.entity_key].tolist()}
+        out["churn_probability"] = self.classifier.predict_proba(rows)[:, 1]
         for view, seconds in computed_at.items():
             out[f"{view}_as_of"] = [
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s)) for s in seconds
             ]
-        looked_up = [c for c in features.columns if c not in self.config.request_features]
-        return pd.DataFrame({**out, **{c: features[c].to_numpy() for c in looked_up}})
+        return pd.DataFrame({**out, **values})
 
 
 mlflow.models.set_model(ChurnLookupModel())

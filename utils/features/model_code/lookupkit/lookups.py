@@ -83,19 +83,21 @@ class LookupConfig:
 
 def check_request(frame: pd.DataFrame, key: str, request_features: Sequence[str]) -> None:
     """Raise MissingRequestFeatureError unless every row has the key and each request feature."""
-    for column in [key, *request_features]:
+    columns = [key, *request_features]
+    for column in columns:
         if column not in frame.columns:
             kind = "the entity key" if column == key else "a request-time feature"
             raise MissingRequestFeatureError(
                 f"The request has no column '{column}' ({kind}; the store cannot look it up). "
                 f"Send it with every row; the request had {list(frame.columns)}."
             )
-        nulls = frame[column].isna()
-        if nulls.any():
-            rows = list(frame.index[nulls][:5])
-            raise MissingRequestFeatureError(
-                f"'{column}' is null in rows {rows}; send a value (nothing is imputed)."
-            )
+    nulls = frame[columns].isna().to_numpy()
+    if nulls.any():
+        row, column = (int(i) for i in next(zip(*nulls.nonzero(), strict=True)))
+        rows = [int(i) for i in frame.index[nulls[:, column]][:5]]
+        raise MissingRequestFeatureError(
+            f"'{columns[column]}' is null in rows {rows}; send a value (nothing is imputed)."
+        )
 
 
 class OnlineLookup:
@@ -115,20 +117,24 @@ class OnlineLookup:
             f.name for p in self.service.feature_view_projections for f in p.features
         ]
 
-    def lookup(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
-        """The features for each row (in request order), and per view each row's time the
-        values were computed (Unix seconds, UTC). Raises a FeatureLookupError when any row
-        cannot be served. Plain Python between the store and the frame: this runs per request."""
+    def lookup(self, frame: pd.DataFrame) -> tuple[dict[str, list], dict[str, list[int]]]:
+        """The looked-up values per feature (lists in request order), and per view each row's
+        time the values were computed (Unix seconds, UTC). Raises a FeatureLookupError when any
+        row cannot be served. Plain Python between the store and the caller: this runs per
+        request, and each pandas step would cost more than the lookup itself."""
         key, request = self.config.entity_key, list(self.config.request_features)
         check_request(frame, key, request)
-        rows = frame[[key, *request]].to_dict("records")
+        keys = frame[key].tolist()
+        columns = [keys, *(frame[name].tolist() for name in request)]
+        rows = [
+            dict(zip([key, *request], values, strict=True)) for values in zip(*columns, strict=True)
+        ]
         response = self.store.get_online_features(features=self.service, entity_rows=rows)
         status, seconds = self._status_and_time(response.proto)
-        keys = frame[key].tolist()
         self._raise_for_missing(keys, status)
         self._raise_for_stale(keys, status, seconds)
         values = response.to_dict()
-        return pd.DataFrame({name: values[name] for name in self.feature_names}), seconds
+        return {name: values[name] for name in self.feature_names}, seconds
 
     def _status_and_time(self, proto) -> tuple[dict[str, list[set[int]]], dict[str, list[int]]]:
         """Per view: each row's set of field statuses, and the newest event time (seconds)."""
