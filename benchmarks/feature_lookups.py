@@ -29,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
+from utils.environments.requirements import pinned_requirements  # noqa: E402
 from utils.features.feast_repo import FEATURE_SERVICE, define_features, open_store  # noqa: E402
 from utils.features.lookup_model import (  # noqa: E402
     LOOKUP_REQUIREMENTS,
@@ -47,7 +48,6 @@ from utils.features.transactions import (  # noqa: E402
     new_customers,
     profile_rows,
 )
-from utils.packaging import pinned_requirements  # noqa: E402
 from utils.serving import score_model, serve_model  # noqa: E402
 from utils.tracking import setup_mlflow  # noqa: E402
 

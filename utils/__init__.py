@@ -24,6 +24,8 @@ Chapter families:
                                  lakehouse: Lakehouse Monitoring),
                                  jobs/ (bundle, runner)
     10 RAG evaluation            rag/
+    11 feature lookups           features/ (transactions, training_sets, feast_repo,
+                                 lookup_model, skew, databricks_fe; model_code/lookupkit)
 
 Importing `utils` itself loads nothing else: each chapter imports the modules it uses.
 """
