@@ -48,17 +48,15 @@ def repo_dir(name: str = "repo") -> Path:
 
 
 def offline_path(table: str) -> str:
-    """The Parquet folder Feast's file source reads for Spark table `table`.
+    """A Parquet snapshot of Spark table `table` for Feast's file source, under the work dir.
 
-    A Parquet table's own folder; for a Delta table (Databricks) a Parquet copy under the work
-    dir, because a Delta folder also holds files of removed versions that a plain Parquet
-    reader would count.
+    Feast reads every Parquet file in a folder, but a table's own folder can hold files that
+    are not rows of the table: a Delta table keeps the files of removed versions, and a local
+    Parquet table written through `utils.tables` can hold an empty schema-only file (which
+    Feast's Dask reader cannot order by time). Export again after the table changes.
     """
     from utils import tables
-    from utils.spark import table_format
 
-    if table_format() == "parquet":
-        return tables.table_location(table).removeprefix("file:")
     path = work_path("feast", "offline", table)
     tables.read_table(table).write.mode("overwrite").parquet(str(path))
     return str(path)
