@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -230,6 +231,7 @@ def main() -> None:
         "response (the lookup model's answer lists the features it used).",
     ]
     write_results("feature_lookups", ["what", "p50 ms", "p99 ms"], rows, figures, notes)
+    shutil.rmtree(folder, ignore_errors=True)  # the generated tables and the feature store
 
 
 if __name__ == "__main__":
