@@ -26,6 +26,8 @@ Chapter families:
     10 RAG evaluation            rag/
     11 feature lookups           features/ (transactions, training_sets, feast_repo,
                                  lookup_model, skew, databricks_fe; model_code/lookupkit)
+    12 operating a model         operations/ (shadow, canary, alias_history, metrics,
+                                 dashboard, cards, databricks)
 
 Importing `utils` itself loads nothing else: each chapter imports the modules it uses.
 """
