@@ -12,7 +12,10 @@ pytestmark = pytest.mark.notebooks
 @pytest.fixture(scope="module")
 def result(run_chapter):
     return run_chapter(
-        "12_operating_a_deployed_model", N_REQUESTS=300, CANARY_WINDOW=100, SHADOW_SHARE=0.3
+        "12_operating_a_deployed_model", N_REQUESTS=300, CANARY_WINDOW=100, SHADOW_SHARE=0.3,
+        # A shared CI machine's p99 can jump by hundreds of ms; this test is about the accuracy
+        # and error guardrails, so the latency one only fires on a far slower challenger.
+        CANARY_MIN_P99_INCREASE_MS=1_000.0,
     )
 
 
