@@ -73,8 +73,16 @@ TAUGHT_IN_CODE = {
         ".inputs.dataset_inputs",
     ],
 }
-# Chapter 10 is being moved to llama.cpp (issue 13); it joins these checks when that lands.
+# Chapters 10 and 12 record with `record(...)` and have no list here yet (see the issue-11 report).
 CHAPTERS = sorted(TAUGHT_IN_CODE)
+# Known over-long cells outside issue 11's chapters; strict, so a fix makes the test say so.
+LONG_CELLS_KNOWN = {"12_operating_a_deployed_model": "its imports cell has 36 lines"}
+EVERY_CHAPTER = [
+    pytest.param(stem, marks=pytest.mark.xfail(strict=True, reason=LONG_CELLS_KNOWN[stem]))
+    if stem in LONG_CELLS_KNOWN
+    else stem
+    for stem in sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+]
 
 
 def cells(stem: str):
@@ -100,10 +108,8 @@ def test_the_chapter_api_is_called_in_code_cells(stem):
     assert not missing, f"{stem}: no code cell shows {missing}"
 
 
-@pytest.mark.parametrize("stem", sorted([*CHAPTERS, "10_rag_evaluation"]))
+@pytest.mark.parametrize("stem", EVERY_CHAPTER)
 def test_no_code_cell_is_longer_than_25_lines_except_a_lesson_class(stem):
-    if stem == "10_rag_evaluation":
-        pytest.skip("chapter 10 is rewritten by issue 13 (llama.cpp)")
     long = [
         (i, len(c.source.splitlines()))
         for i, c in enumerate(cells(stem))
