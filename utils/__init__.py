@@ -9,7 +9,7 @@ Shared core (any chapter):
     datasets     the generated bank-churn data and the tables made from it
     training     the churn pipeline every chapter deploys; `ensure_champion`
     processes    every background server on 127.0.0.1: start, wait until ready, stop
-    record       `record(name, value)`: a chapter's key results, read back by the tests
+    record       `record_results({...})`: a chapter's key results, read back by the tests
     chapters     run the chapter notebooks (`python -m utils.chapters`, what `make run` calls)
 
 Chapter families:

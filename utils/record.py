@@ -1,6 +1,7 @@
-"""`record(name, value)`: a chapter's key results, for the reader and for the tests.
+"""`record_results({...})`: a chapter's key results, for the reader and for the tests.
 
-The last cell of every chapter records what it measured. The value is shown and also written
+The last cell of every chapter records what it measured in one `record_results` call
+(`record(name, value)` records a single value). The value is shown and also written
 to the cell's output under a MIME type of our own, so the notebook runner (`utils.chapters`)
 and the tests read it back from the executed notebook, with no side files.
 """
@@ -57,19 +58,32 @@ def set_task_value(name: str, value: Any) -> bool:
 def record(name: str, value: Any) -> None:
     """Record one key result of this notebook (shown, read back by the runner and, on
     Databricks, set as a job task value)."""
-    value = jsonable(value)
-    RECORDED[name] = value
-    set_task_value(name, value)
+    record_results({name: value})
+
+
+def record_results(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Record a chapter's key results at once: shown as one list, read back by the runner and,
+    on Databricks, set as job task values.
+
+    Returns the recorded (JSON-safe) values. Names must be strings, so a typo such as passing
+    a list of pairs fails here rather than in the test that reads them back.
+    """
+    if not isinstance(values, Mapping) or not all(isinstance(name, str) for name in values):
+        raise TypeError("record_results takes a dict of {name: value} with string names.")
+    recorded = {name: jsonable(value) for name, value in values.items()}
+    RECORDED.update(recorded)
+    for name, value in recorded.items():
+        set_task_value(name, value)
+    text = "\n".join(f"recorded {name} = {value!r}" for name, value in recorded.items())
     try:
         from IPython import get_ipython
         from IPython.display import display
 
         if get_ipython() is not None:
-            display(
-                {RECORD_MIME: {name: value}, "text/plain": f"recorded {name} = {value!r}"}, raw=True
-            )
+            display({RECORD_MIME: recorded, "text/plain": text}, raw=True)
     except ImportError:
         pass
+    return recorded
 
 
 def recorded_values(nb) -> dict[str, Any]:

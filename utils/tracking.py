@@ -158,6 +158,7 @@ def get_aliases(name: str) -> dict[str, int]:
 
 
 def set_alias(name: str, alias: str, version: int | str) -> None:
+    """Point `alias` at `version` of `name` (chapter 01 shows `set_registered_model_alias`)."""
     _client().set_registered_model_alias(model_name(name), alias, str(version))
 
 
@@ -168,7 +169,10 @@ def register_model(
     tags: Mapping[str, str] | None = None,
     aliases: Iterable[str] = (),
 ):
-    """Register `model_uri` as a new version of `name`, with description, tags and aliases."""
+    """Register `model_uri` as a new version of `name`, with description, tags and aliases.
+
+    Chapter 01 shows the calls: `mlflow.register_model`, `MlflowClient().update_model_version`
+    and `set_registered_model_alias`; later chapters use this."""
     import mlflow
 
     version = mlflow.register_model(model_uri, model_name(name), tags=dict(tags or {}))

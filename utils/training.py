@@ -18,6 +18,8 @@ from utils.environments.requirements import pinned_requirements
 # skops refuses to load types it does not know; a gradient-boosted model holds trees.
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 SKLEARN_MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
+# Where a churn run keeps the rows it was trained on (chapter 09 reads them as the drift reference).
+TRAINING_DATA_ARTIFACT = "training_data/train.parquet"
 
 
 @dataclass
@@ -77,13 +79,34 @@ def prediction_output(pipeline: Pipeline, X: pd.DataFrame) -> pd.Series:
     return pd.Series(pipeline.predict(X), name="prediction")
 
 
+def log_training_data(features: pd.DataFrame, name: str = "churn-training-rows") -> str:
+    """Keep the rows a model was trained on with the active run (chapter 01 shows these calls):
+    a Parquet artifact, and `mlflow.log_input` so the run names the dataset (digest, schema,
+    profile). Returns the artifact URI, the dataset's source."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(TRAINING_DATA_ARTIFACT).name
+        features.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(TRAINING_DATA_ARTIFACT).parent))
+    source = mlflow.get_artifact_uri(TRAINING_DATA_ARTIFACT)
+    dataset = mlflow.data.from_pandas(features, source=source, name=name)
+    mlflow.log_input(dataset, context="training")
+    return source
+
+
 def log_churn_model(
     trained: TrainedModel, name: str = "model", registered_model_name: str | None = None
 ):
-    """Log a trained churn pipeline with signature, input example and pinned requirements."""
+    """Log a trained churn pipeline with signature, input example and pinned requirements,
+    and its training rows (`log_training_data`). Chapter 01 shows the calls."""
     import mlflow
     from mlflow.models import infer_signature
 
+    log_training_data(trained.X_train)
     example = trained.X_test.head(5)
     signature = infer_signature(example, prediction_output(trained.pipeline, example))
     return mlflow.sklearn.log_model(

@@ -31,3 +31,8 @@ def test_champion_reloads_with_identical_predictions(result):
 def test_unknown_alias_error_lists_the_aliases(result):
     message = result.recorded["unknown_alias_error"]
     assert "no alias 'production'" in message and "champion" in message
+
+
+def test_the_champion_run_keeps_its_training_rows(result):
+    assert result.recorded["training_inputs"] == ["churn-training-rows"]
+    assert result.recorded["training_rows_logged"] == result.recorded["training_rows"] == 3_000

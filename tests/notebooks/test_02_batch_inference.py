@@ -37,3 +37,12 @@ def test_both_scoring_paths_were_measured(result):
     assert result.recorded["inprocess_rows_per_s"] > 0
     assert result.recorded["spark_rows_per_s"] > 0
     assert result.recorded["spark_master"].startswith("local")
+
+
+def test_scores_customers_the_champion_was_not_trained_on(result):
+    assert result.recorded["training_rows_checked"] > 1_000
+    assert result.recorded["rows_seen_in_training"] == 0
+
+
+def test_comparison_set_is_exactly_compare_rows(result):
+    assert result.recorded["compare_rows"] == 20_000

@@ -34,3 +34,7 @@ def test_every_landed_row_scored_exactly_once_even_after_a_replay(result):
     assert result.recorded["landing_rows_in"] == (FIRST + LATER) * BATCH_ROWS
     assert result.recorded["landing_rows_out"] == result.recorded["landing_rows_in"]
     assert result.recorded["duplicate_keys"] == 0
+
+
+def test_streamed_predictions_are_right_on_labelled_rows(result):
+    assert result.recorded["stream_accuracy"] > 0.75

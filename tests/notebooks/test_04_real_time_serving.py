@@ -62,3 +62,13 @@ def test_the_databricks_endpoint_sends_all_traffic_to_the_champion(result):
     assert result.recorded["endpoint_routes"] == [
         {"served_entity_name": "champion", "traffic_percentage": 100}
     ]
+
+
+def test_a_request_by_hand_and_a_token_on_the_endpoint(result):
+    assert result.recorded["raw_request_status"] == 200
+    assert result.recorded["token_statuses"] == {"without": 401, "with": 200}
+
+
+def test_chunks_of_256_rows_join_back_by_index(result):
+    assert result.recorded["chunked_mismatches"] == 0
+    assert result.recorded["chunked_rows"] == 200

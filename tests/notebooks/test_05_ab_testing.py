@@ -53,3 +53,11 @@ def test_the_same_split_as_a_databricks_traffic_config(result):
         {"served_entity_name": "champion", "traffic_percentage": 90},
         {"served_entity_name": "challenger", "traffic_percentage": 10},
     ]
+
+
+def test_the_variants_are_compared_by_a_test_of_their_difference(result):
+    low, high = result.recorded["difference_interval"]
+    assert low < result.recorded["accuracy_difference"] < high
+    assert 0 <= result.recorded["p_value"] <= 1
+    # A 10% arm needs far more traffic than this run sent to see a 2-point difference.
+    assert result.recorded["needed_requests_for_2_points"] > 10 * result.recorded["inference_rows"]

@@ -60,3 +60,13 @@ def test_replayed_deliveries_are_refused_and_the_secret_is_owner_only(result):
         "a delivery signed 10 minutes ago": 401,
     }
     assert recorded["webhook_secret_mode"] == "600"
+
+
+def test_mlflow_metric_threshold_agrees_with_the_gate_on_the_metric(result):
+    gate = result.recorded["metric_threshold_gate"]
+    assert gate["good"] == "passed"
+    assert gate["weak"] != "passed" and "auc" in gate["weak"].lower()
+
+
+def test_rollback_says_why_on_the_version(result):
+    assert "campaign tool" in result.recorded["rollback_reason_tag"]

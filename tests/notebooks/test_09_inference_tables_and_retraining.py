@@ -70,3 +70,8 @@ def test_local_workflow_run_completes_every_task(result):
         "retrain": "ok",
         "validate": "ok",
     }
+
+
+def test_drift_reference_is_the_champions_logged_training_set(result):
+    assert result.recorded["drift_reference_datasets"] == ["churn-training-rows"]
+    assert result.recorded["drift_reference_rows"] > 1_000

@@ -143,3 +143,14 @@ def test_chapter_selection():
     assert [p.name[:2] for p in chapter_paths(["01"])] == ["01"]
     with pytest.raises(SystemExit, match="No chapter matches"):
         chapter_paths(["99_nothing"])
+
+
+@pytest.mark.integration
+def test_run_notebook_reads_back_record_results(tmp_path):
+    path = make_notebook(
+        tmp_path / "many.ipynb",
+        "from utils.record import record_results\nrecord_results({'n': N, 'twice': 2 * N})",
+    )
+    result = run_notebook(path, {"N": 4}, output_dir=tmp_path / "out")
+    assert result.ok, result.error
+    assert result.recorded == {"n": 4, "twice": 8}

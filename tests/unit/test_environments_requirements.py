@@ -105,3 +105,16 @@ def test_restore_env_is_offline(tmp_path):
 
 def test_wheelhouse_error_is_a_runtime_error():
     assert issubclass(WheelhouseError, RuntimeError)
+
+
+@pytest.mark.unit
+def test_temporary_environment_sets_then_restores(monkeypatch):
+    import os
+
+    from utils.environments.requirements import temporary_environment
+
+    monkeypatch.setenv("ML_DEPLOY_KEPT", "before")
+    monkeypatch.delenv("ML_DEPLOY_NEW", raising=False)
+    with temporary_environment(ML_DEPLOY_KEPT="during", ML_DEPLOY_NEW="1"):
+        assert os.environ["ML_DEPLOY_KEPT"] == "during" and os.environ["ML_DEPLOY_NEW"] == "1"
+    assert os.environ["ML_DEPLOY_KEPT"] == "before" and "ML_DEPLOY_NEW" not in os.environ

@@ -119,3 +119,17 @@ def test_errors_carry_status_code_and_message():
     plain = error_from_response(415, b"This predictor only supports JSON")
     assert isinstance(plain, ScoringError) and plain.error_code == "HTTP_415"
     assert "only supports" in str(plain)
+
+
+def test_score_in_chunks_joins_answers_back_by_index(monkeypatch):
+    from utils.serving import client
+
+    def doubled(url, frame, **kwargs):  # an answer that knows nothing of the frame's index
+        return pd.DataFrame({"prediction": (frame["x"] * 2).to_numpy()})
+
+    monkeypatch.setattr(client, "score_model", doubled)
+    frame = pd.DataFrame({"x": range(10)}, index=[f"row-{i}" for i in reversed(range(10))])
+    scored = client.score_in_chunks("http://unused", frame, chunk_rows=3)
+    assert list(scored.index) == list(frame.index)
+    joined = frame.join(scored)
+    assert (joined["prediction"] == joined["x"] * 2).all()

@@ -131,3 +131,22 @@ def champion_model_pipeline():
     from sklearn.dummy import DummyClassifier
 
     return DummyClassifier().fit([[0], [1]], [0, 1])
+
+
+def test_every_churn_model_keeps_its_training_rows_with_its_run(champion):
+    """ensure_champion logs through log_churn_model, which keeps the training rows (chapter 09
+    reads them back as the drift reference)."""
+    import pandas as pd
+
+    from utils.training import TRAINING_DATA_ARTIFACT
+
+    run = mlflow.MlflowClient().get_run(champion.run_id)
+    inputs = run.inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["churn-training-rows"]
+    assert inputs[0].tags[0].value == "training"
+    local = mlflow.artifacts.download_artifacts(
+        run_id=champion.run_id, artifact_path=TRAINING_DATA_ARTIFACT
+    )
+    rows = pd.read_parquet(local)
+    assert len(rows) == 1_125  # 75% of the 1,500 rows ensure_champion trained on
+    assert "Exited" not in rows.columns and "CustomerId" not in rows.columns

@@ -49,7 +49,7 @@ def router_signature(input_schema, prediction_type: str = "long"):
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
-def _requirements(uris: Sequence[str]) -> list[str]:
+def variant_requirements(uris: Sequence[str]) -> list[str]:
     """The union of the variants' pinned requirements."""
     lines: dict[str, None] = {}
     for uri in uris:
@@ -115,7 +115,7 @@ def log_router(
                       "shadow": {}, "weights_file": ""},  # fmt: skip
         signature=router_signature(first.signature.inputs, prediction_type),
         input_example=input_example,
-        pip_requirements=_requirements(list(pinned.values())),
+        pip_requirements=variant_requirements(list(pinned.values())),
         registered_model_name=registered_model_name,
     )
     return LoggedRouter(info, dict(weights), versions)

@@ -111,11 +111,19 @@ def force_count(df) -> int:
     return df.select(F.count("prediction")).first()[0]
 
 
-def ensure_churn_table(name: str, size: int = 10_000, seed: int = 42) -> str:
-    """Create the raw churn table `name` from `make_churn(size, seed)` when it does not exist.
+# Customers to score are new ones: another seed, and ids after any training set's ids.
+UNSEEN_SEED = 2_024
+UNSEEN_FIRST_ROW = 1_000_001
+
+
+def ensure_churn_table(
+    name: str, size: int = 10_000, seed: int = UNSEEN_SEED, first_row: int = UNSEEN_FIRST_ROW
+) -> str:
+    """Create the raw churn table `name` from `make_churn(size, seed, first_row)` when it does
+    not exist: by default customers no model was trained on (training uses seed 42, rows 1..n).
 
     Returns the table name. An existing table is left as it is (chapters can run in any order).
     """
     if not tables.table_exists(name):
-        tables.write_table(make_churn(size, seed), name)
+        tables.write_table(make_churn(size, seed, first_row=first_row), name)
     return name

@@ -245,7 +245,9 @@ def build_wheelhouse(requirements: list[str], wheelhouse: str | Path) -> Path:
 
 
 @contextmanager
-def _environment(**values: str):
+def temporary_environment(**values: str):
+    """Set environment variables for the `with` block, then restore them (chapter 07 uses it
+    to make pip read only a wheelhouse, and `uv` work offline)."""
     previous = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -261,7 +263,8 @@ def _environment(**values: str):
 def add_libraries_offline(
     model_uri: str, wheelhouse: str | Path, registered_model_name: str | None = None
 ):
-    """`mlflow.models.add_libraries_to_model` with pip reading only `wheelhouse`.
+    """`mlflow.models.add_libraries_to_model` with pip reading only `wheelhouse` (chapter 07
+    shows the call).
 
     Registers a new version whose folder holds every dependency as a wheel (`wheels/`) and
     whose requirements.txt points at them: it installs with no index at all. Returns the new
@@ -279,7 +282,7 @@ def add_libraries_offline(
             f"{', '.join(missing)} cannot be resolved from the wheelhouse {wheelhouse}: no "
             f"matching wheel there. Add it (pip download ... -d {wheelhouse}) and retry."
         )
-    with _environment(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse)):
+    with temporary_environment(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse)):
         try:
             info = add_libraries_to_model(model_uri, registered_model_name=registered_model_name)
         except MlflowException as error:
@@ -303,7 +306,8 @@ def restore_env_variables(wheelhouse: str | Path, env_root: str | Path) -> dict[
 
 def predict_in_restored_env(model_uri: str, frame, wheelhouse: str | Path, env_root: str | Path):
     """Predict with `model_uri` in a fresh virtual environment built from the model's own
-    requirements (`mlflow models predict --env-manager uv`), offline from `wheelhouse`.
+    requirements (`mlflow models predict --env-manager uv`), offline from `wheelhouse`
+    (chapter 07 shows `mlflow.models.predict(..., env_manager="uv")`; this runs the CLI).
 
     The environment is cached under `env_root` by the hash of the requirements, so a second
     call reuses it. Returns the predictions as a DataFrame.

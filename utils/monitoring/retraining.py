@@ -46,7 +46,8 @@ def retrain_candidate(
     **train_params,
 ) -> RetrainResult:
     """Train, log and register a candidate from the labelled rows of `table` when at least
-    `min_new_labels` labelled rows are newer than the champion's training data."""
+    `min_new_labels` labelled rows are newer than the champion's training data (chapter 09
+    shows the MLflow calls; its job notebook calls this)."""
     import mlflow
 
     from utils.training import log_churn_model, train_churn_model
@@ -68,11 +69,7 @@ def retrain_candidate(
         mlflow.log_params({"labelled_rows": labelled, "source_table": table, **train_params})
         mlflow.log_metrics({f"test_{k}": v for k, v in trained.metrics.items()})
         info = log_churn_model(trained)
-        holdout = trained.X_test.assign(**{label: trained.y_test})
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
-            holdout.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), str(Path(HOLDOUT_ARTIFACT).parent))
+        log_holdout(trained.X_test, trained.y_test, label)
     version = register_model(
         info.model_uri,
         name,
@@ -89,6 +86,17 @@ def retrain_candidate(
         aliases=[alias],
     )
     return RetrainResult(True, reason, labelled, int(version.version), trained.metrics)
+
+
+def log_holdout(X: pd.DataFrame, y: pd.Series, label: str) -> None:
+    """Keep a retrained model's holdout (features and `label`) as an artifact of the active
+    run, where `load_holdout` and the gate find it."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
+        X.assign(**{label: y}).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(HOLDOUT_ARTIFACT).parent))
 
 
 def load_holdout(name: str, version: int | str, label: str) -> tuple[pd.DataFrame, pd.Series]:
