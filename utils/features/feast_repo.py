@@ -18,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from utils.env import is_databricks, work_path
 from utils.features import LOOKUPKIT_PARENT  # noqa: F401  (puts `lookupkit` on sys.path)
 from utils.features.transactions import (
@@ -26,6 +28,10 @@ from utils.features.transactions import (
     EVENT_TIME,
     PROFILE_FEATURES,
     REQUEST_FEATURE,
+    Bank,
+    activity_snapshots,
+    new_customers,
+    profile_rows,
 )
 
 PROJECT = "bank_churn"
@@ -187,3 +193,22 @@ def service_feature_names(store, service: str = FEATURE_SERVICE) -> list[str]:
     for projection in store.get_feature_service(service).feature_view_projections:
         names += [f.name for f in projection.features]
     return names
+
+
+def write_feature_tables(
+    bank: Bank, profile_table: str, activity_table: str, transactions_table: str | None = None
+) -> dict[str, int]:
+    """Write the profile (with the newly signed-up customers) and activity feature tables, and
+    the transactions when `transactions_table` is given, as Spark tables (the offline sources
+    of the Feast repository). Rows written per table."""
+    from utils import tables
+
+    frames = {
+        profile_table: pd.concat([profile_rows(bank), new_customers(bank)], ignore_index=True),
+        activity_table: activity_snapshots(bank),
+    }
+    if transactions_table:
+        frames[transactions_table] = bank.transactions.drop(columns=["day"])
+    for name, frame in frames.items():
+        tables.write_table(frame, name)
+    return {name: len(frame) for name, frame in frames.items()}

@@ -204,21 +204,3 @@ def new_customers(bank: Bank, size: int = 3, seed: int = 99, hours_ago: int = 6)
             "geography": raw["Geography"].astype(str),
         }
     )
-
-
-def write_feature_tables(
-    bank: Bank, profile_table: str, activity_table: str, transactions_table: str | None = None
-) -> dict[str, int]:
-    """Write the profile (with the newly signed-up customers) and activity feature tables, and
-    the transactions when `transactions_table` is given, as Spark tables. Rows written per table."""
-    from utils import tables
-
-    frames = {
-        profile_table: pd.concat([profile_rows(bank), new_customers(bank)], ignore_index=True),
-        activity_table: activity_snapshots(bank),
-    }
-    if transactions_table:
-        frames[transactions_table] = bank.transactions.drop(columns=["day"])
-    for name, frame in frames.items():
-        tables.write_table(frame, name)
-    return {name: len(frame) for name, frame in frames.items()}
