@@ -112,8 +112,11 @@ def _trim_error(body: bytes) -> bytes:
     message = str(answer.get("message", ""))
     trace = [line for line in str(answer.pop("stack_trace", "") or "").splitlines() if line.strip()]
     if len(message) > ERROR_ECHO_CHARS:
-        cut = len(message) - ERROR_ECHO_CHARS
-        message = f"{message[:ERROR_ECHO_CHARS]}... ({cut} more characters not shown)"
+        # Keep both ends: MLflow echoes the input in the middle and names the cause at the end
+        # ("missing inputs: ['Age']").
+        half = ERROR_ECHO_CHARS // 2
+        cut = len(message) - 2 * half
+        message = f"{message[:half]} ... ({cut} characters not shown) ... {message[-half:]}"
     if trace and trace[-1].strip() not in message:
         message = f"{message} Cause: {trace[-1].strip()[:ERROR_ECHO_CHARS]}"
     answer["message"] = message
