@@ -70,7 +70,7 @@ TINY = [
     Document("streaming", "Streaming", "Structured Streaming reads new files from a landing "
              "folder and keeps a checkpoint of processed offsets."),
     Document("limits", "Serving limits", "A serving request may be at most 16 MB and take at "
-             "most 120 seconds."),
+             "most 297 seconds."),
 ]
 
 
