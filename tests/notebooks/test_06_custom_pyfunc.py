@@ -46,3 +46,32 @@ def test_bad_input_gets_clear_errors(result):
 
 def test_models_are_registered(result):
     assert all(v >= 1 for v in result.recorded["versions"].values())
+
+
+# The tensor forms chapter 06 sends to the served digits model; the signature is one named
+# string input (`image`), so these four fit it and the other two cannot apply.
+TENSOR_FORMS_THAT_FIT = [
+    "instances, records", "instances, bare values", "inputs, bare list", "inputs, named",
+]  # fmt: skip
+
+
+def test_every_tensor_form_that_fits_the_signature_gives_the_in_process_digits(result):
+    forms, expected = result.recorded["tensor_forms"], result.recorded["tensor_expected_digits"]
+    assert len(expected) == 8
+    for form in TENSOR_FORMS_THAT_FIT:
+        assert forms[form]["status"] == 200, (form, forms[form]["message"])
+        assert forms[form]["digits"] == expected, form
+
+
+def test_tensor_forms_that_cannot_apply_get_a_400_saying_why(result):
+    forms = result.recorded["tensor_forms"]
+    cannot_apply = {"inputs, pixel tensor", "input_data (Azure), named"}
+    assert set(forms) == {*TENSOR_FORMS_THAT_FIT, *cannot_apply}
+    pixels = forms["inputs, pixel tensor"]
+    assert pixels["status"] == 400 and pixels["digits"] is None
+    # MLflow casts the numbers to the signature's string type; the model's own check refuses
+    assert "Expected base64 PNG text, got list" in pixels["message"]
+    azure = forms["input_data (Azure), named"]
+    assert azure["status"] == 400 and azure["digits"] is None
+    # MLflow names the keys it does accept, so the reader knows what to send instead
+    assert "inputs" in azure["message"] and "instances" in azure["message"]
