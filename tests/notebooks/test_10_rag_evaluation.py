@@ -1,4 +1,4 @@
-"""Chapter 10 end to end with a small evaluation (6 questions, 8 hand-graded answers), on the
+"""Chapter 10 end to end with a small evaluation (6 questions, 6 hand-graded answers), on the
 real llama.cpp endpoint, real MLflow judges, traces and feedback, and real tables."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from utils.rag.judges import promotion_decision
 
 pytestmark = pytest.mark.notebooks
 
-N_QUESTIONS, N_CALIBRATION = 6, 8
+N_QUESTIONS, N_CALIBRATION = 6, 6
 
 
 @pytest.fixture(scope="module")

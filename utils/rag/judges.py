@@ -27,6 +27,10 @@ import pandas as pd
 
 CORRECTNESS, PROFESSIONALISM = "correctness", "professionalism"
 CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
+# Tokens per judge reply. MLflow asks for the verdict before the rationale, so a short reply
+# keeps the verdict and trims the explanation; on two CPU cores the reply's length is most of a
+# judge call's time.
+JUDGE_MAX_TOKENS = 128
 
 CORRECTNESS_INSTRUCTIONS = """\
 Decide whether the chatbot's answer in {{ outputs }} to the question in {{ inputs }} is correct.
@@ -75,7 +79,7 @@ def point_judges_at(base_url: str, api_key: str | None = None) -> None:
         os.environ.setdefault("OPENAI_API_KEY", "local")
 
 
-def correctness_judge(model: str):
+def correctness_judge(model: str, max_tokens: int = JUDGE_MAX_TOKENS):
     from mlflow.genai.judges import make_judge
 
     return make_judge(
@@ -83,10 +87,11 @@ def correctness_judge(model: str):
         instructions=CORRECTNESS_INSTRUCTIONS,
         feedback_value_type=Literal["yes", "no"],
         model=judge_model_uri(model),
+        inference_params={"max_tokens": max_tokens},
     )
 
 
-def correctness_scale_judge(model: str):
+def correctness_scale_judge(model: str, max_tokens: int = JUDGE_MAX_TOKENS):
     from mlflow.genai.judges import make_judge
 
     return make_judge(
@@ -94,10 +99,11 @@ def correctness_scale_judge(model: str):
         instructions=CORRECTNESS_SCALE_INSTRUCTIONS,
         feedback_value_type=Literal[1, 2, 3, 4, 5],
         model=judge_model_uri(model),
+        inference_params={"max_tokens": max_tokens},
     )
 
 
-def professionalism_judge(model: str):
+def professionalism_judge(model: str, max_tokens: int = JUDGE_MAX_TOKENS):
     from mlflow.genai.judges import make_judge
 
     return make_judge(
@@ -105,6 +111,7 @@ def professionalism_judge(model: str):
         instructions=PROFESSIONALISM_INSTRUCTIONS,
         feedback_value_type=Literal[1, 2, 3, 4, 5],
         model=judge_model_uri(model),
+        inference_params={"max_tokens": max_tokens},
     )
 
 
