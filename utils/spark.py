@@ -103,6 +103,10 @@ def _local_builder(master: str, app_name: str):
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # Each session (a stream's micro-batches run in a clone) would keep its own listing of
+        # a table's files, which a commit by another session leaves stale (reads then fail on
+        # a replaced file). Without the cache a table is listed again when it is read.
+        .config("spark.sql.filesourceTableRelationCacheSize", "0")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
         .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)

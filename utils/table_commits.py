@@ -19,6 +19,11 @@ twice), and every helper in `utils.tables` calls it before touching a table, so 
 process sees either the old table or the new one, never a mix. Only one writer per work dir is
 assumed: Spark's embedded Derby metastore admits one process per work dir, and a lock
 serialises the threads of that process.
+
+Every step takes the Spark session the writer reads the table through, not "the active one":
+inside a stream's `foreachBatch` that is the micro-batch's own session (a clone with its own
+table cache), while PySpark's `getActiveSession()` still returns the notebook's session there.
+Refreshing the wrong session left the stream a file listing of files the commit had deleted.
 """
 
 from __future__ import annotations
@@ -44,17 +49,6 @@ _ACTIVE: set[str] = set()  # commit ids being staged by this process: recovery l
 _SKIPPED_NAMES = ("_SUCCESS", "._SUCCESS.crc")
 
 
-def _session():
-    """The running local session: commits only happen inside `utils.tables` writes, which
-    started it (taken from Spark directly to keep this module below `utils.spark`)."""
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RuntimeError("No Spark session: table commits run inside utils.tables writes.")
-    return spark
-
-
 def _fault_point(stage: str) -> None:
     """No-op seam where fault-injection tests kill the process (`stage`: staged, committed,
     moved, applied)."""
@@ -70,8 +64,9 @@ def local_path(uri: str) -> Path:
     return Path(unquote(parsed.path) if parsed.scheme in ("file", "") else uri)
 
 
-def table_location(qualified: str) -> Path:
-    rows = _session().sql(f"DESCRIBE TABLE EXTENDED {qualified}").collect()
+def table_location(qualified: str, spark) -> Path:
+    """The folder of table `qualified`, as session `spark` sees it."""
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {qualified}").collect()
     for row in rows:
         if row.col_name == "Location":
             return local_path(row.data_type)
@@ -146,8 +141,9 @@ def stage(
     return commit
 
 
-def commit_and_apply(commit: Commit) -> None:
-    """Write the journal (the commit point, step 2), then apply and clean up (steps 3-4)."""
+def commit_and_apply(commit: Commit, spark) -> None:
+    """Write the journal (the commit point, step 2), then apply and clean up (steps 3-4) in
+    `spark`, the session the writer reads the table through."""
     try:
         temporary = commit.journal.with_suffix(".tmp")
         temporary.write_text(json.dumps(commit.__dict__))
@@ -155,7 +151,7 @@ def commit_and_apply(commit: Commit) -> None:
         os.replace(temporary, commit.journal)
         _fsync(commits_dir())
         _fault_point("committed")
-        apply(commit)
+        apply(commit, spark)
     finally:
         _ACTIVE.discard(commit.id)
 
@@ -166,10 +162,9 @@ def discard(commit: Commit) -> None:
     shutil.rmtree(commit.staging, ignore_errors=True)
 
 
-def _create_table(commit: Commit) -> None:
+def _create_table(commit: Commit, spark) -> None:
     from pyspark.sql.types import StructType
 
-    spark = _session()
     schema = StructType.fromJson(json.loads(commit.schema))
     writer = spark.createDataFrame([], schema).write.format("parquet")
     if commit.partition_by:
@@ -177,16 +172,16 @@ def _create_table(commit: Commit) -> None:
     writer.saveAsTable(commit.table)
 
 
-def apply(commit: Commit) -> None:
-    """Steps 3-4 of a committed write; safe to run again after a crash at any point."""
-    spark = _session()
+def apply(commit: Commit, spark) -> None:
+    """Steps 3-4 of a committed write in session `spark`; safe to run again after a crash at
+    any point."""
     exists = spark.catalog.tableExists(commit.table)
     if exists and commit.recreate:
         spark.sql(f"DROP TABLE {commit.table}")
         exists = False
     if not exists:
-        _create_table(commit)
-    location = table_location(commit.table)
+        _create_table(commit, spark)
+    location = table_location(commit.table, spark)
     for relative in commit.moves:  # new files in first: a crash here duplicates, never loses
         source, target = commit.staging / relative, location / relative
         if source.exists():
@@ -202,6 +197,9 @@ def apply(commit: Commit) -> None:
     _fault_point("applied")
     if commit.partition_by:
         spark.sql(f"MSCK REPAIR TABLE {commit.table} SYNC PARTITIONS")
+    # Drops this session's file listing and re-caches cached DataFrames reading the table
+    # (their cache is shared by all sessions). Other sessions keep no listing to go stale:
+    # local sessions do not cache table relations (utils.spark).
     spark.catalog.refreshTable(commit.table)
     commit.journal.unlink(missing_ok=True)
     shutil.rmtree(commit.staging, ignore_errors=True)
@@ -218,8 +216,9 @@ class RecoveryReport:
         return bool(self.completed or self.discarded)
 
 
-def recover() -> RecoveryReport:
-    """Finish every committed write and delete every uncommitted staging folder."""
+def recover(spark) -> RecoveryReport:
+    """Finish every committed write (in session `spark`) and delete every uncommitted
+    staging folder."""
     folder = commits_dir()
     if not folder.is_dir():
         return RecoveryReport([], [])
@@ -227,7 +226,7 @@ def recover() -> RecoveryReport:
     with WRITE_LOCK:
         for journal in sorted(folder.glob("*.json")):
             commit = Commit(**json.loads(journal.read_text()))
-            apply(commit)
+            apply(commit, spark)
             completed.append(commit.table)
             log.warning(
                 "Finished a write to table '%s' that was interrupted after its commit.",

@@ -68,7 +68,7 @@ def recover_tables() -> table_commits.RecoveryReport:
     those interrupted before it. Every helper here runs it first; it is cheap when clean."""
     if not _local_parquet():
         return table_commits.RecoveryReport([], [])
-    return table_commits.recover()
+    return table_commits.recover(get_spark())
 
 
 def leftovers() -> list[str]:
@@ -148,7 +148,7 @@ def write_table(
         same_shape = partition_by == parts and [(f.name, f.dataType) for f in table.schema] == [
             (f.name, f.dataType) for f in sdf.select(*wanted).schema
         ]
-        location = table_commits.table_location(qualified)
+        location = table_commits.table_location(qualified, get_spark())
         _commit(
             sdf,
             qualified,
@@ -175,7 +175,7 @@ def _conform(rows, qualified: str):
 def _commit(rows, qualified: str, parts: list[str], replaces=(), recreate=False) -> None:
     staged = table_commits.stage(rows, qualified, parts, replaces=replaces, recreate=recreate)
     try:
-        table_commits.commit_and_apply(staged)
+        table_commits.commit_and_apply(staged, get_spark())
     except BaseException:
         if not staged.journal.exists():  # not committed: the table is as it was
             table_commits.discard(staged)
@@ -394,7 +394,7 @@ def _merge_parquet(
         if when_matched != "ignore":
             touched = [r[0] for r in hits.select(file_column).distinct().collect()]
         if touched:
-            location = table_commits.table_location(qualified)
+            location = table_commits.table_location(qualified, spark)
             old = (
                 spark.read.format("parquet")
                 .schema(target.schema)

@@ -249,10 +249,29 @@ def test_a_stream_batch_of_new_keys_adds_files_and_rewrites_none(tmp_path):
         tables.write_stream(stream, "t_stream_files", str(checkpoint), keys=["CustomerId"])
 
     run()
-    location = table_commits.table_location("t_stream_files")
+    location = table_commits.table_location("t_stream_files", tables.get_spark())
     before = {p: p.stat().st_mtime_ns for p in table_commits.data_files(location)}
     drop_landing_batch(landing, 1, 40)
     run()
     after = {p: p.stat().st_mtime_ns for p in table_commits.data_files(location)}
     assert before.items() <= after.items() and len(after) > len(before)
     assert len(tables.read_table("t_stream_files").toPandas()) == 80
+
+
+def test_a_stream_rewriting_files_each_batch_never_reads_a_replaced_file(tmp_path):
+    """Micro-batches run in a clone of the session: a commit from one session must not leave
+    the other reading files it replaced (both batches and the notebook's read below did)."""
+    landing, checkpoint = tmp_path / "landing", tmp_path / "checkpoint"
+    tables.drop_table("t_stream_rewrites")
+    tables.write_table(pd.DataFrame({"id": range(40), "value": 0.0}), "t_stream_rewrites")
+    assert tables.read_table("t_stream_rewrites").count() == 40  # this session lists the files
+    landing.mkdir()
+    for number in (1, 2):  # each file updates every key: each batch replaces every file
+        frame = pd.DataFrame({"id": range(40), "value": float(number)})
+        frame.to_parquet(landing / f".batch-{number}.parquet")
+        (landing / f".batch-{number}.parquet").rename(landing / f"batch-{number}.parquet")
+    stream = tables.read_stream(str(landing), max_files_per_trigger=1)
+    query = tables.write_stream(stream, "t_stream_rewrites", str(checkpoint), keys=["id"])
+    assert [p["numInputRows"] for p in query.recentProgress if p["numInputRows"]] == [40, 40]
+    stored = tables.read_table("t_stream_rewrites").toPandas()
+    assert len(stored) == 40 and stored["id"].is_unique and set(stored["value"]) == {2.0}
