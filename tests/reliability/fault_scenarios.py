@@ -64,17 +64,18 @@ def arm(fault: str) -> None:
 
 def _on_nth_write(n: int, action) -> None:
     """Run `action` (default: cancel every Spark job) while the n-th write job is running."""
-    from pyspark.sql import SparkSession
+    from pyspark import SparkContext
     from pyspark.sql.readwriter import DataFrameWriter
 
     calls = [0]
 
     def watch(done: threading.Event) -> None:
-        spark = SparkSession.getActiveSession()
-        tracker = spark.sparkContext.statusTracker()
+        # The context, not SparkSession.getActiveSession(): that is None in a new thread.
+        context = SparkContext._active_spark_context
+        tracker = context.statusTracker()
         while not done.is_set():
             if tracker.getActiveJobsIds():
-                (action or spark.sparkContext.cancelAllJobs)()
+                (action or context.cancelAllJobs)()
                 return
             time.sleep(0.002)
 
