@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
+from tests.asgi import asgi_request  # noqa: E402
 from tests.reliability.fault_scenarios import REPO, run_chain  # noqa: E402
 from utils.serving.guard import ScoringGuard, json_depth  # noqa: E402
 
@@ -85,37 +85,9 @@ def guard_5xx(count: int = 300) -> tuple[int, int]:
             rng.randbytes(rng.randint(0, 2_000)),
             b'{"dataframe_split": {"columns": ["a"], "data": [[1], [2'[: rng.randint(0, 50)],
         ][kind]
-        status = asyncio.run(_status(app, body, header_sets[i % len(header_sets)]))
+        status = asgi_request(app, body, header_sets[i % len(header_sets)]).status
         failures += status >= 500
     return count, failures
-
-
-async def _status(app, body: bytes, headers) -> int:
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent = []
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "http",
-        "path": "/invocations",
-        "raw_path": b"/invocations",
-        "root_path": "",
-        "query_string": b"",
-        "method": "POST",
-        "headers": headers,
-        "server": ("127.0.0.1", 5000),
-        "client": ("127.0.0.1", 40000),
-    }
-    await app(scope, receive, send)
-    return sent[0]["status"]
 
 
 def main() -> None:

@@ -3,12 +3,12 @@ scrape in Prometheus' format, read back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.asgi import asgi_request
 from utils.abtest.experiment import read_inference_log
 from utils.operations.metrics import ServingMetrics, parse_metrics, variant_label
 from utils.serving.guard import ScoringGuard
@@ -35,19 +35,8 @@ def call(app, path="/invocations", body=b"{}", token=None, method="POST"):
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {"type": "http", "path": path, "method": method, "headers": headers}
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent = []
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    status = sent[0]["status"]
-    return status, b"".join(m.get("body", b"") for m in sent[1:])
+    answer = asgi_request(app, body, headers, path=path, method=method)
+    return answer.status, answer.body
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.asgi import asgi_request
 from utils.serving.guard import MicroBatcher, ScoringGuard, json_depth
 
 pytestmark = pytest.mark.unit
@@ -53,35 +54,15 @@ class Recorder:
 
 
 def call(app, body: bytes, headers=None, path="/invocations", chunk: int | None = None):
-    """Drive an ASGI app with one request; return (status, decoded body)."""
+    """One request with a JSON content type (and its length unless chunked); return (status,
+    decoded body, request messages the app never read)."""
     headers = {"content-type": "application/json", **(headers or {})}
     if chunk is None:
         headers["content-length"] = str(len(body))
-        chunks = [body]
-    else:
-        chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
-    messages = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent = []
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "path": path,
-        "method": "POST",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-    }
-    asyncio.run(app(scope, receive, send))
-    status = sent[0]["status"]
-    payload = b"".join(m.get("body", b"") for m in sent[1:])
-    return status, (json.loads(payload) if status != 200 else payload), messages
+    pairs = [(k.encode(), v.encode()) for k, v in headers.items()]
+    answer = asgi_request(app, body, pairs, path=path, chunk=chunk)
+    payload = answer.body
+    return answer.status, (json.loads(payload) if answer.status != 200 else payload), answer.unread
 
 
 def test_a_valid_body_reaches_the_app_intact():
@@ -239,36 +220,12 @@ def test_a_non_ascii_token_gets_401_not_500():
 
 def call_raw(app, body: bytes, headers, receive=None):
     """Drive an ASGI app with exactly these header pairs (repeats included)."""
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent = []
-
-    async def receive_default():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "http",
-        "path": "/invocations",
-        "raw_path": b"/invocations",
-        "root_path": "",
-        "query_string": b"",
-        "method": "POST",
-        "headers": headers,
-        "server": ("127.0.0.1", 5000),
-        "client": ("127.0.0.1", 40000),
-    }
-    asyncio.run(app(scope, receive or receive_default, send))
-    payload = b"".join(m.get("body", b"") for m in sent[1:])
-    status = sent[0]["status"]
+    answer = asgi_request(app, body, headers, receive=receive)
     try:
-        return status, (json.loads(payload) if status != 200 else payload), sent
+        payload = json.loads(answer.body) if answer.status != 200 else answer.body
     except ValueError:  # MLflow answers some errors in plain text
-        return status, payload, sent
+        payload = answer.body
+    return answer.status, payload, answer.sent
 
 
 def test_a_body_that_stops_arriving_gets_408_within_the_deadline():
