@@ -34,7 +34,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("batch", "stream", "labels")
-BATCH_ROWS, BATCH_STEP, LANDING_FILE_ROWS, REQUESTS = 150, 100, 120, 300
+# 1,000 requests: room for ten label batches of 100 (the benchmark's chain merges seven).
+BATCH_ROWS, BATCH_STEP, LANDING_FILE_ROWS, REQUESTS = 150, 100, 120, 1_000
 STATE_PREFIX = "FAULT-STATE "
 
 
@@ -116,7 +117,9 @@ def requests_frame() -> pd.DataFrame:
 
 
 def labels_frame(number: int) -> pd.DataFrame:
-    """Labels for a third of the requests; gaps (NULL labels) for ten already-labelled ones."""
+    """Labels for 100 new requests; gaps (NULL labels) for ten already-labelled ones."""
+    if (number + 1) * 100 > REQUESTS:  # labels for unknown ids are never merged: not a loss
+        raise ValueError(f"label batch {number} needs more than {REQUESTS} requests")
     ids = [f"r{i}" for i in range(number * 100, number * 100 + 100)]
     frame = pd.DataFrame({"request_id": ids, "actual_label": [i % 2 for i in range(100)]})
     if number:
