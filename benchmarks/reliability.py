@@ -124,12 +124,13 @@ def main() -> None:
     worst, scan_rows = guard_seconds_per_mb()
     figures["guard_worst_s_per_mb"] = round(worst, 4)
     rows += scan_rows
+    source = "this checkout" if args.repo == REPO else args.repo
     write_results(
         "reliability",
         ["case", "outcome", "detail"],
         rows,
         figures,
-        notes=[f"children imported utils from {args.repo}"],
+        notes=[f"children imported utils from {source}"],
     )
 
 
