@@ -27,9 +27,9 @@ import pandas as pd
 
 CORRECTNESS, PROFESSIONALISM = "correctness", "professionalism"
 CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
-# Tokens per judge reply. MLflow asks for the verdict before the rationale, so a short reply
-# keeps the verdict and trims the explanation; on two CPU cores the reply's length is most of a
-# judge call's time.
+# Tokens per judge reply. MLflow asks for the verdict before the rationale, so a short cap
+# keeps the verdict and bounds the explanation (unbounded, the local endpoint allows ~400
+# characters of it). Most of a call's time here is reading the ~330-token judge prompt.
 JUDGE_MAX_TOKENS = 128
 
 CORRECTNESS_INSTRUCTIONS = """\
