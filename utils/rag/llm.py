@@ -180,6 +180,19 @@ def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
     return server.wait_ready(timeout) if wait else server
 
 
+def self_test(gguf: Path, threads: int = DEFAULT_THREADS) -> str:
+    """Load the model and generate two tokens in this process; return them.
+
+    A llama.cpp build for another CPU (a cached `-march=native` wheel, say) loads the model
+    fine and dies at the first token, so the Makefile runs this in a process of its own after
+    installing and rebuilds llama-cpp-python from source when the process does not exit 0.
+    """
+    from llama_cpp import Llama
+
+    model = Llama(model_path=str(gguf), n_ctx=256, n_threads=threads, verbose=False, seed=0)
+    return model.create_completion("The capital of France is", max_tokens=2)["choices"][0]["text"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m utils.rag.llm --port 8800`: serve until interrupted."""
     import uvicorn
@@ -195,7 +208,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chat-format", default=CHAT_FORMAT,
                         help=f"'{CHAT_FORMAT}' (messages joined as text) or 'gguf' (the file's "
                         "chat template)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="generate two tokens and exit (checks the llama.cpp build)")
     args = parser.parse_args(argv)
+    if args.self_test:
+        text = self_test(args.gguf or gguf_file(), args.threads)
+        print(f"llama.cpp generates on this CPU: 'The capital of France is{text}'")
+        return
     chat_format = None if args.chat_format == "gguf" else args.chat_format
     app = create_app(args.gguf or gguf_file(), args.model_name, args.threads,
                      chat_format=chat_format)
