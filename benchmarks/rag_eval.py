@@ -11,7 +11,9 @@ behind `utils.rag.llm.LLMGuard`) and measures, in one run:
 - `answer_p50_s` and `judge_p50_s` (one judge call, correctness or professionalism), and
   `judge_error_rate` (a judge reply that failed or fell outside the rubric);
 - `questions_per_min`: `mlflow.genai.evaluate` with a `predict_fn` (answer) and both judges
-  plus the deterministic scorers, end to end;
+  plus the deterministic scorers, end to end; then the same evaluation against endpoints
+  without the prompt prefix cache (`--prefix-prompts 0`) and with two llama.cpp threads, side
+  by side (`--variants 0` skips them);
 - `peak_rss_mb` of the endpoint process, sampled every 0.2 s.
 
 The previous endpoint (a hand-written `transformers` server, removed in this version) is not
@@ -107,6 +109,8 @@ def prompt_styles(questions, retriever, model: str, plain_url: str, template_url
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="0 = the whole set")
+    parser.add_argument("--variants", type=int, default=1,
+                        help="1: also evaluate without the prefix cache and with 2 threads")
     args = parser.parse_args()
 
     import mlflow
@@ -155,17 +159,26 @@ def main() -> None:
             except judges.JudgeValueError:
                 judge_failures += 1
 
-    chatbot = _Chatbot(retriever, server.base_url, model)
-    start = time.perf_counter()
-    result = mlflow.genai.evaluate(
-        data=evaluation.evaluation_data(questions),
-        predict_fn=evaluation.chatbot_predict_fn(chatbot),
-        scorers=[correctness, professionalism, *judges.deterministic_scorers()],
-    )
-    evaluate_s = time.perf_counter() - start
-    metrics = judges.summary_metrics(judges.scores_frame(result.result_df))
+    def evaluate(base_url: str):
+        judges.point_judges_at(base_url)
+        start = time.perf_counter()
+        result = mlflow.genai.evaluate(
+            data=evaluation.evaluation_data(questions),
+            predict_fn=evaluation.chatbot_predict_fn(_Chatbot(retriever, base_url, model)),
+            scorers=[correctness, professionalism, *judges.deterministic_scorers()],
+        )
+        return judges.summary_metrics(judges.scores_frame(result.result_df)), \
+            time.perf_counter() - start
+
+    metrics, evaluate_s = evaluate(server.base_url)
     server.stop()
     peak_rss_mb = memory.stop()
+    variants = {}
+    if args.variants:
+        for name, options in (("no_prefix_cache", {"prefix_prompts": 0}),
+                              ("two_threads", {"threads": 2})):
+            with start_llm_server(model_name=model, **options) as variant:
+                variants[name] = evaluate(variant.base_url)[1]
 
     n = len(questions)
     figures = {
@@ -178,6 +191,8 @@ def main() -> None:
         "evaluate_judge_error_rate": round(metrics["judge_error_rate"], 3),
         "questions": n,
         "retrieval_hit_rate_top2": _hit_rate(questions, retriever),
+        **{f"questions_per_min_{name}": round(n / seconds * 60, 2)
+           for name, seconds in variants.items()},
     }
     rows = [[name, figures[name], PREVIOUS.get(name, "")] for name in figures]
     write_results(

@@ -41,12 +41,16 @@ from utils.processes import (
     url_answers,
 )
 from utils.rag.llm_guard import CONTEXT_TOKENS, ASGIApp, Limits, LLMGuard, message_text
+from utils.rag.prefix_cache import PromptPrefixCache
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 CHAT_FORMAT = "plain"
 # One thread: llama.cpp's threads spin-wait for each other, and on a busy 2-core machine a
 # second thread made a 16-token answer take 47 s instead of 3 s (measured here, load 12).
 DEFAULT_THREADS = 1
+# Prompts whose model state the endpoint keeps (`PromptPrefixCache`): the chatbot's and each
+# judge's, so every judge reads its fixed instructions once. 0 turns the cache off.
+DEFAULT_PREFIX_PROMPTS = 6
 
 
 class LLMServerError(RuntimeError):
@@ -65,8 +69,9 @@ def gguf_file(folder: Path | None = None) -> Path:
     return path if path.is_file() else Path(gemma.assemble(path))
 
 
-def register_plain_chat_format() -> None:
-    """A chat format for base models: the messages' text joined by blank lines, no turn marks."""
+def register_plain_chat_format(prefix_prompts: int = DEFAULT_PREFIX_PROMPTS) -> None:
+    """A chat format for base models: the messages' text joined by blank lines, no turn marks.
+    Its handler keeps a `PromptPrefixCache` of `prefix_prompts` prompts on the model."""
     from llama_cpp.llama_chat_format import (
         ChatFormatterResponse,
         LlamaChatCompletionHandlerRegistry,
@@ -77,19 +82,27 @@ def register_plain_chat_format() -> None:
         texts = [message_text(m, i) for i, m in enumerate(messages)]
         return ChatFormatterResponse(prompt="\n\n".join(t for t in texts if t))
 
+    plain_handler = chat_formatter_to_chat_completion_handler(plain)
+
+    def plain_with_prefix_cache(*, llama, **kwargs):
+        if prefix_prompts:  # judges' fixed instructions are read once, not per row
+            PromptPrefixCache.attach(llama, capacity=prefix_prompts)
+        return plain_handler(llama=llama, **kwargs)
+
     LlamaChatCompletionHandlerRegistry().register_chat_completion_handler(
-        CHAT_FORMAT, chat_formatter_to_chat_completion_handler(plain), overwrite=True
+        CHAT_FORMAT, plain_with_prefix_cache, overwrite=True
     )
 
 
 def create_app(gguf: Path, model_name: str = DEFAULT_MODEL_NAME, threads: int = DEFAULT_THREADS,
-               limits: Limits | None = None, chat_format: str | None = CHAT_FORMAT) -> ASGIApp:
+               limits: Limits | None = None, chat_format: str | None = CHAT_FORMAT,
+               prefix_prompts: int = DEFAULT_PREFIX_PROMPTS) -> ASGIApp:
     """llama.cpp's OpenAI-compatible app over `gguf`, behind `LLMGuard` (loads the model).
     `chat_format=None` uses the chat template stored in the GGUF file instead of `plain`."""
     from llama_cpp.server.app import create_app as llama_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    register_plain_chat_format()
+    register_plain_chat_format(prefix_prompts)
     model = ModelSettings(
         model=str(gguf), model_alias=model_name, n_ctx=CONTEXT_TOKENS, n_threads=threads,
         n_threads_batch=threads, chat_format=chat_format, logits_all=False, verbose=False,
@@ -154,11 +167,13 @@ class LLMServer:
 def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
                      gguf: str | Path | None = None, threads: int = DEFAULT_THREADS,
                      wait: bool = True, timeout: float = 60.0,
-                     chat_format: str = CHAT_FORMAT) -> LLMServer:
+                     chat_format: str = CHAT_FORMAT,
+                     prefix_prompts: int = DEFAULT_PREFIX_PROMPTS) -> LLMServer:
     """Start the endpoint on 127.0.0.1 in its own process; `port=0` picks a free port.
 
     With `wait=False` it returns at once (call `wait_ready()` later). `gguf` serves another
     GGUF file than the packaged Gemma; `chat_format="gguf"` uses the file's own chat template.
+    `prefix_prompts` is how many prompts' model state the endpoint keeps (0: none).
     Raises LLMServerError when the port is busy, the file
     does not exist, or the model fails to load (with the end of the server log).
     """
@@ -173,7 +188,7 @@ def start_llm_server(port: int = 0, model_name: str = DEFAULT_MODEL_NAME,
     port = port or free_port()
     args = [sys.executable, "-m", "utils.rag.llm", "--port", str(port), "--model-name",
             model_name, "--gguf", str(gguf), "--threads", str(threads), "--chat-format",
-            chat_format]
+            chat_format, "--prefix-prompts", str(prefix_prompts)]
     process = start_process(args, name="language-model endpoint", cwd=REPO_ROOT,
                             log_path=work_path("serving", "logs", f"llm-{port}.log"))
     server = LLMServer(process, port, model_name)
@@ -208,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chat-format", default=CHAT_FORMAT,
                         help=f"'{CHAT_FORMAT}' (messages joined as text) or 'gguf' (the file's "
                         "chat template)")
+    parser.add_argument("--prefix-prompts", type=int, default=DEFAULT_PREFIX_PROMPTS,
+                        help="prompts whose model state is kept for reuse (0: none)")
     parser.add_argument("--self-test", action="store_true",
                         help="generate two tokens and exit (checks the llama.cpp build)")
     args = parser.parse_args(argv)
@@ -217,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     chat_format = None if args.chat_format == "gguf" else args.chat_format
     app = create_app(args.gguf or gguf_file(), args.model_name, args.threads,
-                     chat_format=chat_format)
+                     chat_format=chat_format, prefix_prompts=args.prefix_prompts)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
 
 
