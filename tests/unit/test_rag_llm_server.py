@@ -4,12 +4,15 @@ server for the module; each test sends real requests over HTTP."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import requests
 
+from utils.env import REPO_ROOT
 from utils.rag.client import EndpointError, chat, check_endpoint, reply_text
 from utils.rag.llm import start_llm_server
 
@@ -81,3 +84,11 @@ def test_client_raises_a_named_error_with_the_endpoint_message(server):
     with pytest.raises(EndpointError, match="stop") as caught:
         chat(server.base_url, MODEL, [{"role": "user", "content": "hi"}], stop=list("abcde"))
     assert caught.value.status == 400
+
+
+def test_self_test_generates_in_a_process_of_its_own():
+    """What `make` runs after installing, to catch a llama.cpp build for another CPU."""
+    done = subprocess.run([sys.executable, "-m", "utils.rag.llm", "--self-test"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("llama.cpp generates on this CPU: 'The capital of France is")

@@ -14,6 +14,9 @@ adds what that app lacks:
   body that is not `application/json` (415, so a web page cannot post to it as text/plain).
 - `/health` answered by the guard itself: llama.cpp's app serialises requests behind a lock and
   runs generation in a worker thread, so the health check answers while a request generates.
+- The model state of the last few prompts (`utils.rag.prefix_cache`): llama-cpp-python reuses
+  only the previous prompt's start, and an evaluation alternates the chatbot's and each judge's
+  prompts, so without it every judge call re-reads MLflow's ~230-token judge instructions.
 
 Gemma 3 270M is a *base* model: it continues text and does not follow chat turns, so the
 server's chat format (`plain`) joins the messages' text into one completion prompt. Anything
