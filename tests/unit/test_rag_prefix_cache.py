@@ -62,3 +62,22 @@ def test_a_short_shared_start_is_not_worth_a_restore(llama):
     llama.create_completion("Hello there, friend.", max_tokens=2, temperature=0)
     llama.create_completion("Q: 7, 8, 9,", max_tokens=2, temperature=0)
     assert cache.restored_tokens == before  # under min_gain tokens in common
+
+
+class FailingLlama:
+    """Stands in for a model whose decode fails mid-prompt (no `_ctx`: a save would raise)."""
+
+    input_ids: list[int] = [1, 2, 3]
+    n_tokens = 3
+
+    def generate(self, tokens):
+        yield 7
+        raise RuntimeError("llama_decode returned -1")
+
+
+def test_nothing_is_saved_after_a_failed_generation():
+    llama = FailingLlama()
+    cache = PromptPrefixCache(llama)
+    with pytest.raises(RuntimeError, match="llama_decode"):
+        list(llama.generate([1, 2, 3, 4]))
+    assert not cache.states

@@ -55,10 +55,16 @@ class PromptPrefixCache:
     def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
         tokens = list(tokens)
         self._restore_longest_match(tokens)
+        finished = False
         try:
             yield from self._generate(tokens, *args, **kwargs)
-        finally:  # also when the caller stops early (stop string, token limit)
-            self._save()
+            finished = True
+        except GeneratorExit:  # the caller stopped early (stop string, token limit)
+            finished = True
+            raise
+        finally:
+            if finished:  # not after an error: the context may hold half a batch
+                self._save()
 
     def _restore_longest_match(self, tokens: list[int]) -> None:
         held = common_prefix_length(self.llama.input_ids[: self.llama.n_tokens], tokens)
