@@ -15,7 +15,7 @@ N_QUESTIONS, N_CALIBRATION = 6, 6
 @pytest.fixture(scope="module")
 def result(run_chapter):
     return run_chapter("10_rag_evaluation", N_QUESTIONS=N_QUESTIONS,
-                       N_CALIBRATION=N_CALIBRATION, MAX_TOKENS=32)
+                       N_CALIBRATION=N_CALIBRATION, MAX_TOKENS=32, JUDGE_MAX_TOKENS=48)
 
 
 def test_every_question_is_answered_traced_stored_and_scored(result):
