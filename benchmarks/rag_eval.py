@@ -12,8 +12,9 @@ behind `utils.rag.llm.LLMGuard`) and measures, in one run:
   `judge_error_rate` (a judge reply that failed or fell outside the rubric);
 - `questions_per_min`: `mlflow.genai.evaluate` with a `predict_fn` (answer) and both judges
   plus the deterministic scorers, end to end; then the same evaluation against endpoints
-  without the prompt prefix cache (`--prefix-prompts 0`) and with two llama.cpp threads, side
-  by side (`--variants 0` skips them);
+  without the prompt prefix cache (`--prefix-prompts 0`), with the reply's grammar tested on
+  the whole vocabulary as llama-cpp-python does (`--grammar-candidates 0`), and with two
+  llama.cpp threads, side by side (`--variants 0` skips them);
 - `peak_rss_mb` of the endpoint process, sampled every 0.2 s.
 
 The previous endpoint (a hand-written `transformers` server, removed in this version) is not
@@ -110,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="0 = the whole set")
     parser.add_argument("--variants", type=int, default=1,
-                        help="1: also evaluate without the prefix cache and with 2 threads")
+                        help="1: also evaluate without each speed-up and with 2 threads")
     args = parser.parse_args()
 
     import mlflow
@@ -176,6 +177,7 @@ def main() -> None:
     variants = {}
     if args.variants:
         for name, options in (("no_prefix_cache", {"prefix_prompts": 0}),
+                              ("whole_vocabulary_grammar", {"grammar_candidates": 0}),
                               ("two_threads", {"threads": 2})):
             with start_llm_server(model_name=model, **options) as variant:
                 variants[name] = evaluate(variant.base_url)[1]

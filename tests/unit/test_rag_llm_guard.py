@@ -173,7 +173,7 @@ def test_python_parser_recursion_is_a_400_not_a_500():
     assert answer.status_code == 400
 
 
-def test_start_refuses_a_busy_port_and_a_missing_file(tmp_path):
+def test_start_refuses_a_busy_port_a_missing_file_and_negative_counts(tmp_path):
     import socket
 
     with socket.socket() as sock:
@@ -183,3 +183,5 @@ def test_start_refuses_a_busy_port_and_a_missing_file(tmp_path):
             start_llm_server(port=sock.getsockname()[1])
     with pytest.raises(LLMServerError, match="no GGUF file"):
         start_llm_server(port=free_port(), gguf=tmp_path / "missing.gguf")
+    with pytest.raises(ValueError, match="counts"):
+        start_llm_server(port=free_port(), grammar_candidates=-1)

@@ -30,8 +30,8 @@ CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
 # Tokens per judge reply. MLflow asks for the verdict before the rationale, so a short cap
 # keeps the verdict and bounds the explanation (unbounded, the local endpoint allows ~400
 # characters of it). The local endpoint reads a judge's fixed instructions once
-# (`utils.rag.prefix_cache`); most of a call is then the reply, ~75 ms a token on one core
-# under its JSON grammar (about 25 tokens at this cap).
+# (`utils.rag.prefix_cache`); most of a call is then the reply, 20-40 ms a token on one core
+# depending on the CPU, its JSON grammar included (`utils.rag.grammar_sampler`).
 JUDGE_MAX_TOKENS = 128
 
 CORRECTNESS_INSTRUCTIONS = """\
