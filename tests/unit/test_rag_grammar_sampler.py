@@ -62,6 +62,27 @@ def test_same_reply_as_the_whole_vocabulary_grammar(models, temperature):
 
 
 @pytest.mark.integration
+def test_a_logits_processor_still_sees_the_whole_vocabulary(models):
+    from llama_cpp import LlamaGrammar, LogitsProcessorList
+
+    grammar = LlamaGrammar.from_json_schema(json.dumps(JUDGE_SCHEMA), verbose=False)
+    _, top_candidates = models
+    seen = []
+
+    def record_size(input_ids, scores):
+        seen.append(len(scores))
+        return scores
+
+    top_candidates.grammar_sampler = None
+    top_candidates.reset()
+    top_candidates.create_completion(JUDGE_PROMPT, max_tokens=4, temperature=0.0,
+                                     grammar=grammar,
+                                     logits_processor=LogitsProcessorList([record_size]))
+    assert seen and set(seen) == {top_candidates.n_vocab()}
+    assert top_candidates.grammar_sampler is None  # llama-cpp-python's own chain ran
+
+
+@pytest.mark.integration
 def test_no_allowed_candidate_falls_back_to_the_whole_vocabulary():
     from llama_cpp import LlamaGrammar
 

@@ -94,9 +94,10 @@ def sample_grammar_on_top_candidates(llama: Any, candidates: int = DEFAULT_CANDI
     build_chain = llama._init_sampler
 
     def init_sampler(*args: Any, grammar: Any = None, **kwargs: Any) -> Any:
+        if grammar is None or kwargs.get("logits_processor"):
+            # A logits processor (min_tokens, logit_bias) indexes the whole vocabulary.
+            return build_chain(*args, grammar=grammar, **kwargs)
         chain = build_chain(*args, **kwargs)
-        if grammar is None:
-            return chain
         grammar_only = _internals.LlamaSampler()
         grammar_only.add_grammar(llama._model, grammar)
         llama.grammar_sampler = TopCandidatesGrammarSampler(chain, grammar_only,
