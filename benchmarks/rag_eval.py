@@ -13,8 +13,9 @@ behind `utils.rag.llm.LLMGuard`) and measures, in one run:
 - `questions_per_min`: `mlflow.genai.evaluate` with a `predict_fn` (answer) and both judges
   plus the deterministic scorers, end to end; then the same evaluation against endpoints
   without the prompt prefix cache (`--prefix-prompts 0`), with the reply's grammar tested on
-  the whole vocabulary as llama-cpp-python does (`--grammar-candidates 0`), and with two
-  llama.cpp threads, side by side (`--variants 0` skips them);
+  the whole vocabulary as llama-cpp-python does (`--grammar-candidates 0`), with prompts read
+  by one thread instead of two (`--batch-threads 1`), and with two threads generating as well,
+  side by side (`--variants 0` skips them);
 - `peak_rss_mb` of the endpoint process, sampled every 0.2 s.
 
 The previous endpoint (a hand-written `transformers` server, removed in this version) is not
@@ -178,6 +179,7 @@ def main() -> None:
     if args.variants:
         for name, options in (("no_prefix_cache", {"prefix_prompts": 0}),
                               ("whole_vocabulary_grammar", {"grammar_candidates": 0}),
+                              ("one_batch_thread", {"batch_threads": 1}),
                               ("two_threads", {"threads": 2})):
             with start_llm_server(model_name=model, **options) as variant:
                 variants[name] = evaluate(variant.base_url)[1]

@@ -185,3 +185,5 @@ def test_start_refuses_a_busy_port_a_missing_file_and_negative_counts(tmp_path):
         start_llm_server(port=free_port(), gguf=tmp_path / "missing.gguf")
     with pytest.raises(ValueError, match="counts"):
         start_llm_server(port=free_port(), grammar_candidates=-1)
+    with pytest.raises(ValueError, match="at least 1"):
+        start_llm_server(port=free_port(), batch_threads=0)
