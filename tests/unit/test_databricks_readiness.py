@@ -114,6 +114,22 @@ def test_nothing_billable_or_local_only_runs_by_default_on_databricks(path, monk
             assert "not is_databricks()" in source, f"{path.name}: {call} runs on Databricks"
 
 
+
+def test_readme_checklist_covers_every_chapter():
+    """The README's compute table names every chapter, and its "nothing billable" item every
+    chapter that can deploy an endpoint: a new chapter must say where it runs."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    chapter_notebooks = [p for p in NOTEBOOKS if p.parent == NOTEBOOKS_DIR]
+    chapters = {p.name[:2] for p in chapter_notebooks}
+    compute_rows = re.findall(r"^ *\| ([0-9, ]+(?:, jobs)?) \| (?:yes|no)", readme, re.MULTILINE)
+    in_table = {number for row in compute_rows for number in re.findall(r"\d\d", row)}
+    assert in_table == chapters, f"compute table: missing {chapters - in_table}"
+    sources = {p.name[:2]: "".join(c.source for c in code_cells(p)) for p in chapter_notebooks}
+    deploying = {number for number, source in sources.items() if "DEPLOY_ENDPOINT" in source}
+    listed = re.search(r"`DEPLOY_ENDPOINT=true` \(([0-9, ]+)\)", readme)
+    assert listed and set(re.findall(r"\d\d", listed.group(1))) == deploying, deploying
+
+
 def test_no_spark_context_in_utils_outside_local_branches():
     allowed = {"spark.py", "cluster.py"}  # local sessions and the standalone cluster only
     found = [
