@@ -114,7 +114,6 @@ def test_nothing_billable_or_local_only_runs_by_default_on_databricks(path, monk
             assert "not is_databricks()" in source, f"{path.name}: {call} runs on Databricks"
 
 
-
 def test_readme_checklist_covers_every_chapter():
     """The README's compute table names every chapter, and its "nothing billable" item every
     chapter that can deploy an endpoint: a new chapter must say where it runs."""
