@@ -256,7 +256,7 @@ def _set_aside(source, keys: list[str], quarantine: str | None):
             F.lit(" times in one batch: which row is right is unknown"),
         ),
     )
-    judged = source.withColumn(QUARANTINE_REASON, reason).cache()
+    judged = cached(source.withColumn(QUARANTINE_REASON, reason))
     rejected = judged.where(F.col(QUARANTINE_REASON).isNotNull())
     examples = rejected.limit(3).collect()
     if not examples:
