@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -181,3 +182,24 @@ def test_try_align_reports_why_instead_of_raising():
 def test_token_count():
     assert count_tokens("An alias, champion.") == 5
     assert count_tokens("") == 0
+
+
+def test_a_remote_endpoint_without_a_key_is_refused_with_where_to_put_one(monkeypatch):
+    from utils.rag.client import MissingAPIKeyError, api_key_for, chat
+    from utils.rag.judges import point_judges_at
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:1/v1")
+    remote = "https://example.cloud.databricks.com/serving-endpoints"
+    with pytest.raises(MissingAPIKeyError, match="LLM_SECRET_SCOPE"):
+        point_judges_at(remote)
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        chat(remote, "some-model", [{"role": "user", "content": "hi"}])  # refused before sending
+    assert "OPENAI_API_KEY" not in os.environ  # a refusal changes nothing
+    assert os.environ["OPENAI_API_BASE"] == "http://127.0.0.1:1/v1"
+    for local in ("http://127.0.0.1:8800/v1", "http://localhost:8800/v1", "http://[::1]:80/v1"):
+        assert api_key_for(local) == "local"  # the local endpoint accepts any key
+    assert api_key_for(remote, "token") == "token"
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    point_judges_at(remote)
+    assert os.environ["OPENAI_API_KEY"] == "from-env"

@@ -3,7 +3,8 @@ foundation-model endpoint (`https://<workspace>/serving-endpoints`), or any othe
 
 Two values choose the endpoint: its base URL (what OpenAI clients call `OPENAI_API_BASE`,
 ending in `/v1` for most services) and the model name. The key comes from `OPENAI_API_KEY`
-(any value works locally).
+(any value works for an endpoint on this machine; a remote one without a key is refused here,
+with what to set, rather than answering 401).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 START_HINT = (
     "Start the local endpoint in the notebook with `server = utils.rag.llm.start_llm_server()` "
@@ -31,8 +33,26 @@ class EndpointError(RuntimeError):
         super().__init__(f"HTTP {status} {code}: {message}")
 
 
-def _api_key(api_key: str | None) -> str:
-    return api_key or os.environ.get("OPENAI_API_KEY") or "local"
+class MissingAPIKeyError(ValueError):
+    """A remote endpoint was given no key; the message says where to put one."""
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def api_key_for(base_url: str, api_key: str | None = None) -> str:
+    """The key to send: `api_key`, else `OPENAI_API_KEY`, else (only for an endpoint on this
+    machine, which accepts any key) a placeholder."""
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if urlsplit(base_url).hostname in LOCAL_HOSTS:
+        return "local"
+    raise MissingAPIKeyError(
+        f"No API key for {base_url}: a remote endpoint needs one. On Databricks set "
+        "LLM_SECRET_SCOPE and LLM_SECRET_KEY to the secret holding a token (the chapter reads "
+        "it with dbutils.secrets.get); elsewhere set the OPENAI_API_KEY environment variable."
+    )
 
 
 def chat(
@@ -61,8 +81,8 @@ def chat(
     if response_format:
         body["response_format"] = dict(response_format)
     url = f"{base_url.rstrip('/')}/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key_for(base_url, api_key)}"}
     try:
-        headers = {"Authorization": f"Bearer {_api_key(api_key)}"}
         response = requests.post(url, json=body, timeout=timeout, headers=headers)
     except requests.ConnectionError as error:
         raise EndpointUnavailableError(
@@ -96,12 +116,9 @@ def check_endpoint(base_url: str, model: str, timeout: float = 10.0) -> dict[str
     """Ask the endpoint which models it serves; raise when it is down or lacks `model`."""
     import requests
 
+    headers = {"Authorization": f"Bearer {api_key_for(base_url)}"}
     try:
-        response = requests.get(
-            f"{base_url.rstrip('/')}/models",
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {_api_key(None)}"},
-        )
+        response = requests.get(f"{base_url.rstrip('/')}/models", timeout=timeout, headers=headers)
     except requests.ConnectionError:
         raise EndpointUnavailableError(
             f"No language-model endpoint answers at {base_url}. " + START_HINT

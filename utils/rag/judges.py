@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from utils.rag.client import api_key_for
+
 CORRECTNESS, PROFESSIONALISM = "correctness", "professionalism"
 CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
 # Tokens per judge reply. MLflow asks for the verdict before the rationale, so a short cap
@@ -72,13 +74,12 @@ def judge_model_uri(model: str) -> str:
 def point_judges_at(base_url: str, api_key: str | None = None) -> None:
     """Send `openai:/...` judges to `base_url` (e.g. `http://127.0.0.1:8800/v1`, or a
     Databricks workspace's `https://<host>/serving-endpoints`). A local endpoint accepts any
-    key; keep real keys in a secret store, not in the notebook."""
+    key; a remote one without a key raises `MissingAPIKeyError` saying where to put it (keep
+    real keys in a secret store, not in the notebook)."""
+    key = api_key_for(base_url, api_key)  # before changing anything: refused means unchanged
     os.environ["OPENAI_API_BASE"] = base_url
     os.environ["OPENAI_BASE_URL"] = base_url
-    if api_key:
-        os.environ["OPENAI_API_KEY"] = api_key
-    else:
-        os.environ.setdefault("OPENAI_API_KEY", "local")
+    os.environ["OPENAI_API_KEY"] = key
 
 
 def correctness_judge(model: str, max_tokens: int = JUDGE_MAX_TOKENS):
