@@ -127,6 +127,10 @@ def test_readme_checklist_covers_every_chapter():
     deploying = {number for number, source in sources.items() if "DEPLOY_ENDPOINT" in source}
     listed = re.search(r"`DEPLOY_ENDPOINT=true` \(([0-9, ]+)\)", readme)
     assert listed and set(re.findall(r"\d\d", listed.group(1))) == deploying, deploying
+    endpoint_rows = re.findall(r"^ *\| ([0-9, ]+) \| yes \| endpoint cells only", readme,
+                               re.MULTILINE)
+    claimed = {number for row in endpoint_rows for number in re.findall(r"\d\d", row)}
+    assert claimed <= deploying, f"'endpoint cells only', yet none: {claimed - deploying}"
 
 
 def test_no_spark_context_in_utils_outside_local_branches():
