@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pprint
 import re
 import sys
 import threading
@@ -66,7 +67,8 @@ def inject_parameters(nb, parameters: Mapping[str, Any]):
     source = (
         "# Parameters injected by utils.chapters.run_notebook\n"
         "import utils.env\n"
-        f"utils.env.inject_params({json.dumps(jsonable(dict(parameters)), indent=1)})"
+        # A Python literal, not JSON: JSON's true/false/null are not Python names.
+        f"utils.env.inject_params({pprint.pformat(jsonable(dict(parameters)), sort_dicts=False)})"
     )
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
     if (nb.nbformat, nb.nbformat_minor) < (4, 5):

@@ -1,3 +1,5 @@
+import ast
+
 import nbformat
 import numpy as np
 import pytest
@@ -41,9 +43,11 @@ def test_jsonable_converts_numpy_and_nested_values():
 @pytest.mark.unit
 def test_inject_parameters_goes_before_the_parameters_cell(tmp_path):
     nb = nbformat.read(make_notebook(tmp_path / "n.ipynb"), as_version=4)
-    inject_parameters(nb, {"N": 5})
+    values = {"N": 5, "FLAG": False, "ON": True, "NOTHING": None, "NAME": 'a "quoted" name'}
+    inject_parameters(nb, values)
     assert nb.cells[1].metadata["tags"] == ["injected-parameters"]
-    assert '"N": 5' in nb.cells[1].source
+    call = nb.cells[1].source.split("inject_params(", 1)[1].rsplit(")", 1)[0]
+    assert ast.literal_eval(call) == values  # Python literals: False, not JSON's false
     assert nb.cells[2].metadata["tags"] == ["parameters"]
 
 
