@@ -32,6 +32,9 @@ def test_weights_become_shares_and_bad_weights_are_named():
         normalize_weights({"a": 1, "b": -1})
     with pytest.raises(ValueError, match="sum to 0"):
         normalize_weights({"a": 0})
+    for weight in (float("inf"), float("nan"), True, "90"):  # inf would make every share NaN
+        with pytest.raises(ValueError, match="finite numbers >= 0"):
+            normalize_weights({"a": weight, "b": 1})
 
 
 def test_bucket_is_fixed_by_the_id_and_in_range():

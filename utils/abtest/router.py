@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import queue
 import threading
@@ -59,9 +60,13 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
     """Shares that sum to 1 from any positive weights ({"champion": 90, "challenger": 10})."""
     if not weights:
         raise ValueError("No variants: give weights such as {'champion': 90, 'challenger': 10}.")
-    bad = {name: w for name, w in weights.items() if not (isinstance(w, int | float) and w >= 0)}
+    bad = {
+        name: w
+        for name, w in weights.items()
+        if isinstance(w, bool) or not (isinstance(w, int | float) and math.isfinite(w) and w >= 0)
+    }
     if bad:
-        raise ValueError(f"Traffic weights must be numbers >= 0, got {bad}.")
+        raise ValueError(f"Traffic weights must be finite numbers >= 0, got {bad}.")
     total = float(sum(weights.values()))
     if total <= 0:
         raise ValueError(f"Traffic weights {dict(weights)} sum to 0; give at least one a share.")
