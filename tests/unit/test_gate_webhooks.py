@@ -171,3 +171,38 @@ def test_replaying_the_last_delivery_is_refused_both_ways():
         assert answers["a delivery signed 10 minutes ago"].startswith("401")
         assert receiver.wait_for_results(1, timeout=10) == ["handled"]
         assert len(receiver.events) == 1
+
+
+def test_encryption_key_is_the_same_for_callers_racing_to_create_it(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from utils.env import WORK_DIR_ENV
+    from utils.gate.webhooks import encryption_key
+
+    for attempt in range(20):  # a fresh work dir each time: every round races on creation
+        monkeypatch.setenv(WORK_DIR_ENV, str(tmp_path / str(attempt)))
+        start = Barrier(8)
+
+        def first_key(_, start=start):
+            start.wait()
+            return encryption_key()
+
+        with ThreadPoolExecutor(8) as pool:
+            keys = set(pool.map(first_key, range(8)))
+        assert len(keys) == 1 and "" not in keys, keys
+        secrets_dir = tmp_path / str(attempt) / "secrets"
+        assert [p.name for p in secrets_dir.iterdir()] == ["webhook-encryption.key"]  # no temp
+        assert (secrets_dir / "webhook-encryption.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_stop_waits_for_the_event_in_progress():
+    def slow_handler(event):
+        time.sleep(1.5)  # longer than the server's 0.5 s shutdown poll
+        return event["data"]["version"]
+
+    with WebhookReceiver(slow_handler, secret="s3cret") as receiver:
+        body, headers = _signed("s3cret", {"data": {"version": "7"}})
+        assert requests.post(receiver.url, data=body, headers=headers, timeout=5).status_code == 200
+        assert receiver.results == []  # still handling when the context ends
+    assert receiver.results == ["7"]

@@ -47,24 +47,39 @@ def encryption_key() -> str:
 
     Without a fixed key MLflow makes a new one per server process, and webhooks created by an
     earlier server can no longer be read (every delivery then fails with InvalidSignature).
+    Two processes asking at once get the same key: the first file written wins.
     """
     from cryptography.fernet import Fernet
 
     path = work_path("secrets") / "webhook-encryption.key"
     if not path.exists():
-        write_private(path, Fernet.generate_key().decode())
+        write_private(path, Fernet.generate_key().decode(), replace=False)
     return path.read_text().strip()
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, replace: bool = True) -> bool:
     """Write `text` to `path`, readable and writable by its owner only (0600 from the start:
-    no moment when another user could read it), in a folder only the owner can list."""
+    no moment when another user could read it), in a folder only the owner can list.
+
+    The text goes to a new temporary file first and is then renamed (or, with
+    `replace=False`, linked) into place, so a reader never sees a half-written file. With
+    `replace=False` an existing `path` is kept and False is returned."""
     path.parent.chmod(0o700)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # an existing file keeps its mode; start from a fresh one
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    staged = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
+    try:
+        if not replace:
+            try:
+                os.link(staged, path)  # atomic create-if-absent
+                return True
+            except FileExistsError:
+                return False
+        os.replace(staged, path)
+        return True
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def new_webhook_secret(name: str = "webhook") -> tuple[str, Path]:
@@ -368,10 +383,14 @@ class WebhookReceiver:
                 )
         return list(self.results)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop receiving, close the socket and wait (up to `timeout` s) for the handler to
+        finish the events already accepted, so its results are complete when this returns."""
         self._work.put(None)
         self._server.shutdown()
         self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout)
 
     def __enter__(self) -> WebhookReceiver:
         return self
