@@ -71,6 +71,7 @@ def test_scoring_script_init_and_run(tmp_path, monkeypatch):
         tmp_path / "model",
         serialization_format="cloudpickle",
         pip_requirements=["scikit-learn"],
+        signature=mlflow.models.infer_signature(X),
     )
     monkeypatch.delenv("MODEL_DIR", raising=False)
     monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
@@ -84,3 +85,26 @@ def test_scoring_script_init_and_run(tmp_path, monkeypatch):
     ]:
         assert script.run(json.dumps(body)) == {"predictions": expected}
     assert "Bad request" in script.run("not json")["error"]
+    unnamed = script.run(json.dumps({"data": X.values.tolist()}))["error"]
+    assert "missing input columns ['a', 'b']" in unnamed and "dataframe_split" in unnamed
+    wrong_type = {"dataframe_records": [{"a": "high", "b": 1.0}]}
+    assert "Bad request" in script.run(json.dumps(wrong_type))["error"]  # the signature refused
+
+
+def test_scoring_script_answers_400_on_azure_ml_inference_server(tmp_path, monkeypatch):
+    """On Azure ML's server a returned AMLResponse sets the HTTP status; a stand-in module
+    (the real one comes with azureml-inference-server-http) records what the script builds."""
+    import sys
+    import types
+
+    class AMLResponse:
+        def __init__(self, message, status_code, json_str=False):
+            self.message, self.status_code, self.json_str = message, status_code, json_str
+
+    stand_in = types.ModuleType("azureml.contrib.services.aml_response")
+    stand_in.AMLResponse = AMLResponse
+    monkeypatch.setitem(sys.modules, "azureml.contrib.services.aml_response", stand_in)
+    script = load_scoring_script(write_scoring_script(tmp_path / "score.py"))
+    answer = script.run("not json")
+    assert (answer.status_code, answer.json_str) == (400, True)
+    assert "Bad request" in answer.message["error"]

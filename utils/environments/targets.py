@@ -151,17 +151,26 @@ def write_yaml(documents: list[dict[str, Any]] | dict[str, Any], path: str | Pat
 
 
 SCORING_SCRIPT = '''"""Scoring script for servers that call init() once and run(raw_json) per call
-(Azure ML with a custom environment, older AKS/ACI deployments, many in-house servers).
+(Azure ML with a custom environment, Azure ML v1's ACI/AKS web services, many in-house servers).
 
 The model folder comes from MODEL_DIR, else AZUREML_MODEL_DIR/model. Requests may be MLflow's
-`dataframe_split` / `dataframe_records` or Azure's `{"input_data": {...}}`.
+`dataframe_split` / `dataframe_records` or Azure's `{"input_data": {...}}`. A bad request gets
+HTTP 400 with the reason from Azure ML's inference server (an `AMLResponse`); another server
+gets `{"error": ...}` back and chooses the status itself.
 """
 import json
 import os
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
+try:  # Azure ML's inference server (azureml-inference-server-http) provides this module
+    from azureml.contrib.services.aml_response import AMLResponse
+except ImportError:
+    AMLResponse = None
+
+HINT = "Send dataframe_split, dataframe_records or input_data."
 model = None
 
 
@@ -184,13 +193,31 @@ def _frame(request):
     return pd.DataFrame(data)
 
 
+def _missing_columns(frame):
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return []
+    required = [spec.name for spec in schema.inputs if getattr(spec, "required", True)]
+    return [name for name in required if name not in frame.columns]
+
+
+def _bad_request(reason):
+    body = {"error": f"Bad request: {reason}"}
+    return AMLResponse(body, 400, json_str=True) if AMLResponse else body
+
+
 def run(raw_data):
     try:
         frame = _frame(json.loads(raw_data))
-    except (ValueError, KeyError, TypeError) as error:
-        hint = "Send dataframe_split, dataframe_records or input_data."
-        return {"error": f"Bad request: {error}. {hint}"}
-    predictions = model.predict(frame)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return _bad_request(f"{type(error).__name__}: {error}. {HINT}")
+    missing = _missing_columns(frame)
+    if missing:
+        return _bad_request(f"missing input columns {missing}, got {list(frame.columns)}. {HINT}")
+    try:
+        predictions = model.predict(frame)
+    except MlflowException as error:  # the model's signature refused the input
+        return _bad_request(error.message)
     if isinstance(predictions, pd.DataFrame):
         return {"predictions": predictions.to_dict(orient="records")}
     return {"predictions": pd.Series(predictions).tolist()}
