@@ -29,7 +29,7 @@ class RagChatbot(PythonModel):
         self.max_question_words = int(config.get("max_question_words", 60))
         _ = self.retriever.embedder  # load the embedding model now, not on the first request
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         rows = []
         for row, question in enumerate(questions_from(model_input)):
             answer = answer_question(
