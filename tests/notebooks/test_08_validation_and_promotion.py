@@ -33,7 +33,7 @@ def test_good_candidate_passes_every_check_and_is_promoted(result):
     recorded = result.recorded
     assert recorded["good_promoted"] is True
     assert all(recorded["good_checks"].values()), recorded["good_checks"]
-    assert len(recorded["good_checks"]) == 8
+    assert len(recorded["good_checks"]) == 9
     assert recorded["promoted_version"] == recorded["weak_version"] + 1
     assert recorded["previous_after_promotion"] == recorded["champion_before"]
 
@@ -43,14 +43,16 @@ def test_rollback_restores_the_previous_champion(result):
     assert result.recorded["previous_after_rollback"] is None
 
 
-def test_version_created_event_triggers_the_gate(result):
+def test_version_created_event_triggers_the_gate_which_keeps_the_rollback(result):
     recorded = result.recorded
     assert recorded["webhook_test_status"] == 200
     assert recorded["webhook_events"] == 2  # the test delivery and model_version.created
-    assert recorded["webhook_promoted"] is True
     assert recorded["webhook_version"] == recorded["promoted_version"] + 1
-    assert recorded["aliases"]["champion"] == recorded["webhook_version"]
-    assert recorded["aliases"]["previous"] == recorded["champion_before"]
+    # the rolled-back artifacts registered again: refused for that reason alone
+    assert recorded["webhook_promoted"] is False
+    assert recorded["webhook_failed_checks"] == ["not_rolled_back"]
+    assert recorded["aliases"]["champion"] == recorded["champion_before"]
+    assert "previous" not in recorded["aliases"]
 
 
 def test_replayed_deliveries_are_refused_and_the_secret_is_owner_only(result):

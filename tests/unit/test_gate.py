@@ -244,6 +244,28 @@ def test_rollback_restores_previous_then_refuses_a_second_time(registry):
         gate_promotion.rollback(name)
 
 
+def test_artifacts_of_a_rolled_back_version_are_refused_until_its_tag_is_deleted(registry):
+    name, _, good, X, y = registry
+    client = mlflow.MlflowClient()
+    old_tags = client.get_model_version(name, str(good)).tags
+    client.set_model_version_tag(name, str(good), "rollback_reason", "confuses the campaign tool")
+    source = client.get_model_version(name, str(good)).source
+    again = int(register_model(source, name, description=GOOD_DESCRIPTION, tags={
+        "owner_team": "tests", "training_rows": "2000"}).version)  # fmt: skip
+    try:
+        refused = gate_checks.validate_candidate(name, again, X, y).check("not_rolled_back")
+        assert not refused.passed and refused.value == str(good)
+        assert f"version {good}: confuses the campaign tool" in refused.reason
+        assert "delete the rollback_reason tag" in refused.reason
+        client.delete_model_version_tag(name, str(good), "rollback_reason")
+        cleared = gate_checks.validate_candidate(name, again, X, y).check("not_rolled_back")
+        assert cleared.passed and cleared.value == "none"
+    finally:
+        if "rollback_reason" in old_tags:
+            client.set_model_version_tag(name, str(good), "rollback_reason",
+                                         old_tags["rollback_reason"])  # fmt: skip
+
+
 def test_promote_rejects_a_report_about_another_version(registry):
     name, weak, good, X, y = registry
     report = gate_checks.ValidationReport(name, weak, None, [])
@@ -283,7 +305,7 @@ def test_candidate_alias_is_judged_once_with_its_own_holdout(registry, tmp_path)
     assert HOLDOUT_ARTIFACT == "holdout/holdout.parquet"
     set_alias(name, "candidate", good)
     result = validate_candidate_alias(name, "Exited")
-    assert result.version == good and len(result.report.checks) == 8
+    assert result.version == good and len(result.report.checks) == 9
     assert "candidate" not in get_aliases(name)
 
 

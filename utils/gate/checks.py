@@ -264,6 +264,46 @@ def check_requirements(lines: Sequence[str] | None) -> CheckResult:
     return CheckResult("requirements", True, value, "all pinned (==)", "")
 
 
+# The tag a rollback writes on the version it rolled back from (utils.gate.promotion.rollback
+# and chapter 08's four registry calls).
+ROLLBACK_REASON_TAG = "rollback_reason"
+
+
+def check_not_rolled_back(rolled_back: Mapping[int, str]) -> CheckResult:
+    """The candidate must not be, or carry the same artifacts as, a version rolled back from:
+    a rollback was a decision, and undoing it takes one too (deleting that version's
+    `rollback_reason` tag), not a re-registration of the same model."""
+    name, threshold = "not_rolled_back", "no rolled-back version with these artifacts"
+    if not rolled_back:
+        return CheckResult(name, True, "none", threshold, "")
+    shown = "; ".join(f"version {v}: {reason}" for v, reason in sorted(rolled_back.items()))
+    return CheckResult(
+        name,
+        False,
+        ", ".join(str(v) for v in sorted(rolled_back)),
+        threshold,
+        f"these artifacts were rolled back ({shown}); to promote them again, delete the "
+        f"{ROLLBACK_REASON_TAG} tag of that version first",
+    )
+
+
+def rolled_back_with_same_artifacts(name: str, candidate) -> dict[int, str]:
+    """{version: rollback reason} of the versions of `name` that are `candidate` (a
+    ModelVersion) or were registered from the same artifacts (`source`) and rolled back from."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = {}
+    for other in client.search_model_versions(f"name='{name}'"):
+        if other.version != candidate.version and other.source != candidate.source:
+            continue
+        # Unity Catalog's search leaves tags out: read them from the version itself.
+        tags = other.tags or client.get_model_version(name, other.version).tags or {}
+        if ROLLBACK_REASON_TAG in tags:
+            found[int(other.version)] = tags[ROLLBACK_REASON_TAG]
+    return found
+
+
 def check_metric_vs_champion(
     candidate: float | None, champion: float | None, metric: str = "auc", tolerance: float = 0.01
 ) -> CheckResult:
@@ -562,6 +602,7 @@ def validate_candidate(
         check_signature(candidate.info.signature),
         check_input_example(candidate.info.saved_input_example_info is not None),
         check_requirements(candidate.requirements),
+        check_not_rolled_back(rolled_back_with_same_artifacts(name, candidate.version)),
         check_metric_vs_champion(
             figures["candidate_score"], champion_score, policy.metric, policy.tolerance
         ),

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from utils.gate.checks import (
+    ROLLBACK_REASON_TAG,
     PromotionError,
     ValidationPolicy,
     ValidationReport,
@@ -183,7 +184,7 @@ def rollback(
         when = datetime.now(UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, str(current), "rolled_back_at", when)
         client.set_model_version_tag(
-            name, str(current), "rollback_reason", clip_tag_value(reason or "unspecified")
+            name, str(current), ROLLBACK_REASON_TAG, clip_tag_value(reason or "unspecified")
         )
     return RollbackResult(int(restored), int(current) if current is not None else int(restored))
 
