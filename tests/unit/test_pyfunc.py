@@ -65,6 +65,21 @@ def test_larger_png_is_resized_to_8x8():
     assert decoded.shape == (8, 8) and decoded.min() == pytest.approx(1.0)
 
 
+def test_a_huge_png_is_refused_from_its_header_before_decoding():
+    import io
+    import time
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (8_000, 8_000)).save(buffer, format="PNG")  # 64 Mpixel in 8 KB of PNG
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    start = time.perf_counter()
+    with pytest.raises(BadInputError, match="8000x8000 pixels; send at most 1024x1024"):
+        png_to_pixels(encoded)
+    assert time.perf_counter() - start < 1.0  # refused unread, not decoded then resized
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

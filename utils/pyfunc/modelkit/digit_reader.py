@@ -17,6 +17,9 @@ from torch import nn
 from . import BadInputError
 
 SIDE = 8  # scikit-learn's digits are 8x8 grey images
+# A PNG's header gives its size before any pixel is decoded; a small file can declare
+# gigapixels (a decompression bomb), so anything larger than this is refused unread.
+MAX_SIDE = 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = ["digit", "is_even", "above_five"]
 
@@ -48,8 +51,18 @@ def png_to_pixels(encoded: str) -> np.ndarray:
             f"Image is not a PNG (first bytes {raw[:8]!r}); encode the image as PNG, then base64."
         )
     try:
-        image = Image.open(io.BytesIO(raw)).convert("L")
+        image = Image.open(io.BytesIO(raw))  # reads the header only
     except Exception as error:  # a truncated or corrupt PNG: PIL raises several types
+        raise BadInputError(f"PNG could not be decoded: {error}") from None
+    if max(image.size) > MAX_SIDE:
+        width, height = image.size
+        raise BadInputError(
+            f"Image is {width}x{height} pixels; send at most {MAX_SIDE}x{MAX_SIDE} (the model "
+            f"reads {SIDE}x{SIDE} grey pixels, so resize before sending)."
+        )
+    try:
+        image = image.convert("L")
+    except Exception as error:
         raise BadInputError(f"PNG could not be decoded: {error}") from None
     if image.size != (SIDE, SIDE):
         image = image.resize((SIDE, SIDE), Image.Resampling.BILINEAR)
