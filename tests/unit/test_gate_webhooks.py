@@ -206,3 +206,25 @@ def test_stop_waits_for_the_event_in_progress():
         assert requests.post(receiver.url, data=body, headers=headers, timeout=5).status_code == 200
         assert receiver.results == []  # still handling when the context ends
     assert receiver.results == ["7"]
+
+
+def test_connections_over_the_cap_get_503_and_the_receiver_keeps_working():
+    import socket
+
+    with WebhookReceiver(lambda event: "done", secret="s3cret", max_connections=3) as receiver:
+        port = int(receiver.url.split(":")[2].split("/")[0])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # send nothing
+        try:
+            time.sleep(0.2)  # let the server accept them
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as over:
+                assert over.recv(64).startswith(b"HTTP/1.1 503")  # answered without a thread
+        finally:
+            for connection in idle:
+                connection.close()
+        body, headers = _signed("s3cret", {"data": {"version": "1"}})
+        deadline = time.monotonic() + 5
+        while (answer := requests.post(receiver.url, data=body, headers=headers, timeout=5)
+               ).status_code == 503 and time.monotonic() < deadline:  # fmt: skip
+            time.sleep(0.05)  # the idle connections' threads are finishing
+        assert answer.status_code == 200
+        assert receiver.wait_for_results(1, timeout=10) == ["done"]

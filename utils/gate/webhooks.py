@@ -134,6 +134,34 @@ SIGNATURE_HEADER = "X-MLflow-Signature"
 MAX_DELIVERY_AGE_S = 300.0  # Standard Webhooks' usual replay window
 MAX_CLOCK_SKEW_S = 30.0  # a sender's clock may run a little ahead
 MAX_BODY_BYTES = 256 * 1024  # a registry event is a few KB
+MAX_CONNECTIONS = 16  # open at once; a registry sends one delivery at a time
+
+
+class _CappedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: a connection over the cap
+    gets 503 and is closed, so clients that open connections and send nothing (or one byte
+    now and then) cannot make the receiver start threads without bound."""
+
+    def __init__(self, address, handler, max_connections: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 MAX_VERSION_AGE_S = 900.0  # a model_version.created event is acted on only while it is news
 
 
@@ -279,7 +307,8 @@ class WebhookReceiver:
     Refused deliveries get a 4xx with the reason as text (411/400/413 for a missing, invalid
     or too large Content-Length, 401 for a bad signature or stale timestamp, 409 for a delivery
     id already received, 400 for a body that is not a JSON object); they are counted in
-    `rejected` and the latest reasons kept in `refusals`. Results of the handler (or its
+    `rejected` and the latest reasons kept in `refusals`. A connection beyond
+    `max_connections` open at once gets 503 and is closed unread. Results of the handler (or its
     exception) are kept in `results`, in arrival order; `last_delivery` keeps the headers and
     body of the latest accepted delivery (chapter 08 replays it).
     """
@@ -290,6 +319,7 @@ class WebhookReceiver:
     max_age_s: float = MAX_DELIVERY_AGE_S
     max_skew_s: float = MAX_CLOCK_SKEW_S
     socket_timeout_s: float = 10.0  # a client that stops sending loses its connection
+    max_connections: int = MAX_CONNECTIONS
     events: list[dict] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     rejected: int = 0
@@ -325,7 +355,7 @@ class WebhookReceiver:
             def log_message(self, *args):  # keep the notebook quiet
                 pass
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server = _CappedHTTPServer((LOOPBACK, 0), Handler, self.max_connections)
         self.url = f"http://{LOOPBACK}:{self._server.server_address[1]}/mlflow-webhook"
         self._threads = [
             threading.Thread(target=self._server.serve_forever, daemon=True),
