@@ -117,11 +117,19 @@ def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
     active one; return its id.
 
     Call it before any other MLflow call: MLflow 3 otherwise creates `mlflow.db` in the current
-    directory.
+    directory. Prints the MLflow and Python versions with where runs go: the first thing to
+    compare when a chapter behaves differently on another machine or after an upgrade.
     """
+    import platform
+
     import mlflow
 
-    return mlflow.set_experiment(experiment_id=experiment_id(experiment)).experiment_id
+    active = mlflow.set_experiment(experiment_id=experiment_id(experiment))
+    print(
+        f"MLflow {mlflow.__version__}, Python {platform.python_version()}; experiment "
+        f"{active.name!r} (id {active.experiment_id}) in {mlflow.get_tracking_uri()}"
+    )
+    return active.experiment_id
 
 
 def model_name(name: str) -> str:
