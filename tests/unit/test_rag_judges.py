@@ -189,6 +189,7 @@ def test_a_remote_endpoint_without_a_key_is_refused_with_where_to_put_one(monkey
     from utils.rag.judges import point_judges_at
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # point_judges_at sets it: restore it
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:1/v1")
     remote = "https://example.cloud.databricks.com/serving-endpoints"
     with pytest.raises(MissingAPIKeyError, match="LLM_SECRET_SCOPE"):
