@@ -11,8 +11,10 @@ import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -139,19 +141,89 @@ def get_spark(master: str | None = None, app_name: str = "mlflow-deployment-note
         return _batch_session[-1]
     if is_databricks():
         return SparkSession.builder.getOrCreate()
+    started_elsewhere = _wait_for_warm_up()
     active = SparkSession.getActiveSession()
     if active is not None:
-        running = active.sparkContext.master
-        if master is not None and master != running:
-            raise SparkMasterError(
-                f"This kernel's Spark session runs on {running}, not {master}. Restart the "
-                "kernel (or call utils.spark.stop_spark()) before switching SPARK_MASTER."
-            )
-        return active
-    master = master or os.environ.get("SPARK_MASTER") or "local[*]"
-    spark = _local_builder(master, app_name).getOrCreate()
-    spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))
+        return _on_master(active, master)
+    # The active session is per thread: in another thread than the one that started it,
+    # getOrCreate() returns the running session, whatever master the builder names.
+    spark = _local_builder(master or os.environ.get("SPARK_MASTER") or "local[*]",
+                           app_name).getOrCreate()
+    if started_elsewhere is spark:
+        _cancel_jobs_on_interrupt(spark)
+    else:
+        spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))
+    return _on_master(spark, master)
+
+
+def _on_master(spark, master: str | None):
+    running = spark.sparkContext.master
+    if master is not None and master != running:
+        raise SparkMasterError(
+            f"This kernel's Spark session runs on {running}, not {master}. Restart the "
+            "kernel (or call utils.spark.stop_spark()) before switching SPARK_MASTER."
+        )
     return spark
+
+
+class SparkWarmUp(threading.Thread):
+    """Starts the local session and opens its catalog in a background thread
+    (`warm_up_spark`); `session` is set when it is done, `error` when it failed."""
+
+    def __init__(self, master: str | None):
+        super().__init__(name="spark-warm-up", daemon=True)
+        self.master, self.session, self.error = master, None, None
+
+    def run(self) -> None:
+        try:
+            spark = get_spark(self.master)
+            spark.catalog.listDatabases()  # opens the metastore: seconds on a new work dir
+            spark.range(1).count()  # the first job pays for code generation
+            self.session = spark
+        except Exception as error:  # get_spark() in the chapter tries again and raises it
+            self.error = error
+
+
+_warm_ups: list[SparkWarmUp] = []
+
+
+def warm_up_spark(master: str | None = None) -> SparkWarmUp | None:
+    """Start the local Spark session in the background, so a chapter whose first table comes
+    after other slow steps (loading models) does not wait for Spark then: the JVM, the catalog
+    and the first job take 10-20 s on 2 cores. `get_spark()` waits for the warm-up, then
+    returns the same session; when the warm-up failed, it tries again and raises the error
+    itself. Nothing to do on Databricks (the cluster's session exists): returns None."""
+    if is_databricks():
+        return None
+    warm_up = SparkWarmUp(master)
+    _warm_ups.append(warm_up)
+    warm_up.start()
+    return warm_up
+
+
+def _wait_for_warm_up():
+    """Join a warm-up in progress (from any thread but its own); the session it made."""
+    while _warm_ups and _warm_ups[0] is not threading.current_thread():
+        warm_up = _warm_ups[0]
+        warm_up.join()
+        if _warm_ups and _warm_ups[0] is warm_up:
+            _warm_ups.pop(0)
+        if warm_up.session is not None:
+            return warm_up.session
+    return None
+
+
+def _cancel_jobs_on_interrupt(spark) -> None:
+    """What PySpark does for a session started in the main thread, for one started in the
+    background: an interrupt (Ctrl-C, a notebook's stop button) cancels the Spark jobs too."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        spark.sparkContext.cancelAllJobs()
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGINT, interrupt)
 
 
 _batch_session: list = []
@@ -217,7 +289,8 @@ def stop_spark() -> None:
 
     if is_databricks():
         return
-    active = SparkSession.getActiveSession()
+    started_elsewhere = _wait_for_warm_up()
+    active = SparkSession.getActiveSession() or started_elsewhere
     if active is not None:
         active.stop()
 

@@ -85,3 +85,24 @@ def test_every_spark_chapter_passes_its_spark_master_parameter():
         assert 'SPARK_MASTER = get_param("SPARK_MASTER"' in "".join(parameters["source"]), name
         code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert "get_spark(SPARK_MASTER)" in code, name
+
+
+@pytest.mark.spark
+def test_a_warm_up_starts_the_session_get_spark_then_returns(work_dir):
+    warm_up = spark_module.warm_up_spark()
+    spark = get_spark()  # waits for the warm-up instead of starting a second session
+    assert not warm_up.is_alive() and warm_up.error is None
+    assert warm_up.session is spark
+    assert spark.range(3).count() == 3
+    assert spark_module._warm_ups == []
+
+
+@pytest.mark.spark
+def test_a_failed_warm_up_leaves_get_spark_to_raise_its_own_error(work_dir):
+    get_spark("local[*]")
+    warm_up = spark_module.warm_up_spark("spark://127.0.0.1:7077")  # another master: refused
+    warm_up.join()
+    assert isinstance(warm_up.error, spark_module.SparkMasterError) and warm_up.session is None
+    assert get_spark().sparkContext.master == "local[*]"
+    with pytest.raises(spark_module.SparkMasterError, match="not spark://127.0.0.1:7077"):
+        get_spark("spark://127.0.0.1:7077")
