@@ -61,20 +61,20 @@ def evaluation_data(questions: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def chatbot_predict_fn(model) -> Callable[..., dict[str, Any]]:
-    """`predict_fn` for `mlflow.genai.evaluate`: one question through a loaded chatbot model.
+def chatbot_predict_fn(model) -> Callable[..., str]:
+    """`predict_fn` for `mlflow.genai.evaluate`: one question through a loaded chatbot model,
+    its answer as the row's outputs (what the judges read, and nothing else).
 
     The chatbot's own spans (retrieve, build_prompt, generate) nest in the trace evaluate
-    opens for the row; an error (empty question, endpoint down) fails that row only.
+    opens for the row, so a scorer finds the retrieved passages there; an error (empty
+    question, endpoint down) fails that row only.
     """
 
     import mlflow
 
     @mlflow.trace(name="predict")  # the trace's root: its inputs carry the question id
-    def predict(question_id: str, question: str) -> dict[str, Any]:
-        out = model.predict(pd.DataFrame({"question": [question]})).iloc[0]
-        return {"answer": out["answer"], "passage_ids": list(out["passage_ids"]),
-                "warning": out["warning"]}
+    def predict(question_id: str, question: str) -> str:
+        return str(model.predict(pd.DataFrame({"question": [question]})).loc[0, "answer"])
 
     return predict
 
@@ -128,7 +128,7 @@ def log_graded_traces(graded: pd.DataFrame, grader: str = "hand-grades") -> list
     for r in records:
         with mlflow.start_span(name="graded_answer", span_type=SpanType.CHAIN) as span:
             span.set_inputs({"question_id": r["example_id"], "question": r["question"]})
-            span.set_outputs({"answer": r["answer"], "passage_ids": []})
+            span.set_outputs(r["answer"])
         trace_ids.append(span.trace_id)
     mlflow.flush_trace_async_logging()  # traces are written in the background: wait for them
     for trace_id, r in zip(trace_ids, records, strict=True):

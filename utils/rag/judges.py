@@ -10,7 +10,7 @@ no model but MiniLM: similarity to the reference, token count and the ARI readab
 the seed's MLflow 2 evaluation reported. Evaluation rows look like
 
     {"inputs": {"question_id": ..., "question": ...},
-     "outputs": {"answer": ..., "passage_ids": [...]},
+     "outputs": "the chatbot's answer",
      "expectations": {"expected_response": ..., "passage_id": ...}}
 """
 
@@ -33,8 +33,10 @@ CORRECTNESS_SCALE = "correctness_1_5"  # the seed's answer_correctness grade
 # keeps the verdict and bounds the explanation (unbounded, the local endpoint allows ~400
 # characters of it). The local endpoint reads a judge's fixed instructions once
 # (`utils.rag.prefix_cache`); most of a call is then the reply, 20-40 ms a token on one core
-# depending on the CPU, its JSON grammar included (`utils.rag.grammar_sampler`).
-JUDGE_MAX_TOKENS = 128
+# depending on the CPU, its JSON grammar included (`utils.rag.grammar_sampler`). 96 leaves the
+# local endpoint room for a 32-character rationale (`llm_guard.string_budget`): a third less
+# reply than 128 tokens' 64 characters, and Gemma 3 270M's rationales mostly restate the answer.
+JUDGE_MAX_TOKENS = 96
 
 CORRECTNESS_INSTRUCTIONS = """\
 Decide whether the chatbot's answer in {{ outputs }} to the question in {{ inputs }} is correct.
