@@ -149,7 +149,7 @@ def get_spark(master: str | None = None, app_name: str = "mlflow-deployment-note
     # getOrCreate() returns the running session, whatever master the builder names.
     spark = _local_builder(master or os.environ.get("SPARK_MASTER") or "local[*]",
                            app_name).getOrCreate()
-    if started_elsewhere is spark:
+    if started_elsewhere is not None and started_elsewhere.sparkContext is spark.sparkContext:
         _cancel_jobs_on_interrupt(spark)
     else:
         spark.sparkContext.setLogLevel(get_param("SPARK_LOG_LEVEL", "ERROR"))

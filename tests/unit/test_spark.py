@@ -92,7 +92,7 @@ def test_a_warm_up_starts_the_session_get_spark_then_returns(work_dir):
     warm_up = spark_module.warm_up_spark()
     spark = get_spark()  # waits for the warm-up instead of starting a second session
     assert not warm_up.is_alive() and warm_up.error is None
-    assert warm_up.session is spark
+    assert warm_up.session.sparkContext is spark.sparkContext  # one session, not two
     assert spark.range(3).count() == 3
     assert spark_module._warm_ups == []
 
