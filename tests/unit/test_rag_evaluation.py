@@ -65,3 +65,41 @@ def test_hand_grades_are_stored_on_traces_and_read_back(tracking):
     assert human[f"human_{PROFESSIONALISM}"].tolist() == graded["human_professionalism"].tolist()
     expectations = [a for a in traces[0].info.assessments if a.expectation is not None]
     assert expectations[0].expectation.value == graded.loc[0, "reference_answer"]
+
+
+@pytest.mark.spark
+def test_a_spark_udf_answers_the_evaluation_table_as_rows_to_evaluate(tracking, tmp_path):
+    """The Databricks path of chapter 10, run on the local Spark session and endpoint: the
+    registered chatbot as a UDF over the questions, the endpoint named through `extra_env`
+    (the model's own config points at a closed port), the answers as static rows."""
+    import numpy as np
+
+    from utils.rag import shipping
+    from utils.rag.llm import start_llm_server
+    from utils.rag.retriever import Passage, Retriever
+    from utils.spark import get_spark
+
+    retriever_dir = Retriever(
+        [Passage("model-aliases:0", "model-aliases", "Aliases",
+                 "An alias is a movable name for one version of a registered model.")],
+        np.ones((1, 384), dtype=np.float32),
+    ).save(tmp_path / "retriever")
+    questions = evaluation.load_questions(limit=2)
+    with start_llm_server() as server, mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="chatbot", python_model=str(shipping.MODEL_CODE),
+            artifacts={"retriever": str(retriever_dir)},
+            model_config={"base_url": "http://127.0.0.1:9/v1", "model": server.model_name,
+                          "max_tokens": 8},
+            code_paths=shipping.stage_code_paths(tmp_path / "code"),
+            pip_requirements=shipping.chatbot_requirements(),
+        )
+        answered = evaluation.batch_answers(get_spark().createDataFrame(questions),
+                                            info.model_uri, {"LLM_BASE_URL": server.base_url})
+        answered = answered.toPandas()
+    assert answered["question_id"].tolist() == questions["question_id"].tolist()
+    assert answered["answer"].str.strip().str.len().gt(0).all()
+    assert answered["passage_ids"].map(list).tolist() == [["model-aliases:0"]] * 2
+    rows = evaluation.answered_rows(answered)
+    assert [row["outputs"] for row in rows] == answered["answer"].tolist()
+    assert rows[0]["expectations"]["passage_id"] == questions.loc[0, "passage_id"]

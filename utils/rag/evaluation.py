@@ -1,10 +1,11 @@
 """The chatbot's evaluation data: the question set, the rows and `predict_fn` that
-`mlflow.genai.evaluate` reads, per-version result rows for a table, the hand-graded
-calibration set stored as HUMAN feedback on traces (and read back), and the pictures."""
+`mlflow.genai.evaluate` reads (or a Spark UDF's answers over the evaluation table as rows),
+per-version result rows for a table, the hand-graded calibration set stored as HUMAN feedback
+on traces (and read back), and the pictures."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,33 @@ def chatbot_predict_fn(model) -> Callable[..., str]:
         return str(model.predict(pd.DataFrame({"question": [question]})).loc[0, "answer"])
 
     return predict
+
+
+# The chatbot model's outputs as a Spark type (OUTPUT_COLUMNS in utils.rag.chatbot)
+ANSWER_TYPE = "answer string, passage_ids array<string>, warning string"
+
+
+def batch_answers(questions, model_uri: str, extra_env: Mapping[str, str] | None = None):
+    """Every question of `questions` (a Spark DataFrame, e.g. the evaluation table) answered by
+    the chatbot model as a Spark UDF, as chapter 02 scores its table: the frame's columns plus
+    answer, passage_ids and warning. `extra_env` reaches the model on the executors, which do
+    not see the driver's environment (the endpoint's URL and token on Databricks)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    chatbot = mlflow.pyfunc.spark_udf(questions.sparkSession, model_uri, result_type=ANSWER_TYPE,
+                                      extra_env=dict(extra_env or {}))
+    replied = questions.withColumn("reply", chatbot(F.struct("question")))
+    return replied.select(*questions.columns, "reply.*")
+
+
+def answered_rows(answered: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows for `mlflow.genai.evaluate` without a `predict_fn`: `evaluation_data`'s inputs and
+    expectations, each row's precomputed answer as its outputs (`batch_answers`, as pandas)."""
+    rows = evaluation_data(answered)
+    for row, answer in zip(rows, answered["answer"], strict=True):
+        row["outputs"] = answer
+    return rows
 
 
 def results_rows(scores: pd.DataFrame, model_version: str | int, run_id: str) -> pd.DataFrame:
